@@ -1,0 +1,268 @@
+//! Behaviours: the hooks a user (or a platform adapter) fills to customise a connection.
+//!
+//! Each concern is one small trait, **synchronous**, taking `&mut self` (its own state)
+//! and returning a *decision* that the connection actor carries out. Behaviours never hold
+//! a handle to their own connection, and they run on the actor's task, so they must be
+//! cheap: heavy work belongs to the user's own task, fed from the event stream.
+//!
+//! | trait | decides | default |
+//! |---|---|---|
+//! | [`ConnectionHandler`] | frames to send on connect, reconnect or stop on disconnect, raw frame hook | [`DefaultConnectionHandler`] |
+//! | [`MessageHandler`] | classify a data message and deliver, answer or drop it | [`DefaultMessageHandler`] |
+//! | [`ErrorHandler`] | ignore, reconnect (now or after a delay) or stop | [`DefaultErrorHandler`] |
+//!
+//! The remaining concerns of the design (subscription, auth, rate limit, logging, metrics,
+//! codec) join [`Handlers`] the same way: one trait, one `Default…` type, one boxed field.
+//!
+//! A closure is an [`ErrorHandler`]:
+//!
+//! ```
+//! use websockex_nova::behaviour::{ErrorContext, ErrorDecision};
+//! use websockex_nova::{Client, Error};
+//!
+//! let builder = Client::builder("ws://127.0.0.1:9/")
+//!     .error_handler(|err: &Error, _ctx: &ErrorContext| {
+//!         if err.is_protocol() { ErrorDecision::Stop } else { ErrorDecision::Reconnect }
+//!     });
+//! # let _ = builder;
+//! ```
+
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::frame::{CloseCode, Frame};
+use crate::lifecycle::State;
+
+/// What a [`ConnectionHandler`] learns when a link comes up.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConnectInfo<'a> {
+    /// The URL connected to.
+    pub url: &'a str,
+    /// Connect attempt number (1-based).
+    pub attempt: u32,
+    /// How many times the link was Ready before (0 on the first connect).
+    pub previous_connects: u64,
+    /// The subprotocol the server chose.
+    pub subprotocol: Option<&'a str>,
+}
+
+/// What a [`ConnectionHandler`] learns when a link is lost.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct DisconnectInfo<'a> {
+    /// Why it was lost.
+    pub error: &'a Error,
+    /// The close code, if any.
+    pub code: Option<CloseCode>,
+    /// Connect attempt number (1-based).
+    pub attempt: u32,
+}
+
+/// After a disconnect: come back or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectDecision {
+    /// Reconnect per the reconnect policy (if the error handler agrees).
+    Reconnect,
+    /// Close for good.
+    Stop,
+}
+
+/// The raw-frame hook's verdict on an inbound frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameDecision {
+    /// Process the frame normally.
+    Continue,
+    /// Drop it here (it is not delivered).
+    Skip,
+    /// Send this frame ahead of queued traffic, then process the inbound frame normally.
+    Reply(Frame),
+}
+
+/// Connection-level hooks.
+pub trait ConnectionHandler: Send + 'static {
+    /// Frames to send as soon as the link is up, before any queued user frame.
+    fn on_connect(&mut self, info: &ConnectInfo<'_>) -> Vec<Frame> {
+        let _ = info;
+        Vec::new()
+    }
+
+    /// Whether to come back after a lost link. The error handler is asked first; a `Stop`
+    /// from either wins.
+    fn on_disconnect(&mut self, info: &DisconnectInfo<'_>) -> DisconnectDecision {
+        let _ = info;
+        DisconnectDecision::Reconnect
+    }
+
+    /// Sees every inbound frame, control frames included, before anything else.
+    fn on_frame(&mut self, frame: &Frame) -> FrameDecision {
+        let _ = frame;
+        FrameDecision::Continue
+    }
+}
+
+/// Sends nothing on connect, always reconnects, lets every frame through.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultConnectionHandler;
+
+impl ConnectionHandler for DefaultConnectionHandler {}
+
+/// The kind of an inbound data message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MessageClass {
+    /// A reply to a request.
+    Response,
+    /// A server push (subscription data).
+    Notification,
+    /// A venue-level heartbeat that wants an answer.
+    Heartbeat,
+    /// An error report from the server.
+    Error,
+    /// Anything else.
+    Other,
+}
+
+/// What to do with an inbound data message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageDecision {
+    /// Hand it to the user (event stream).
+    Deliver(Frame),
+    /// Answer with this frame ahead of queued traffic; the message is not delivered.
+    Reply(Frame),
+    /// Drop it silently: the handler consumed it.
+    Consume,
+}
+
+/// Message-level hooks.
+pub trait MessageHandler: Send + 'static {
+    /// Says what kind of message this is. Called once per data message.
+    fn classify(&mut self, frame: &Frame) -> MessageClass {
+        let _ = frame;
+        MessageClass::Other
+    }
+
+    /// Decides what becomes of the message.
+    fn handle(&mut self, frame: Frame, class: MessageClass) -> MessageDecision {
+        let _ = class;
+        MessageDecision::Deliver(frame)
+    }
+}
+
+/// Classifies nothing and delivers everything: the cheapest possible path.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultMessageHandler;
+
+impl MessageHandler for DefaultMessageHandler {}
+
+/// Where an error happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorPhase {
+    /// While connecting or upgrading.
+    Connect,
+    /// On an established link.
+    Link,
+}
+
+/// Context for an [`ErrorHandler`].
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct ErrorContext {
+    /// Where it happened.
+    pub phase: ErrorPhase,
+    /// The state when it happened.
+    pub state: State,
+    /// Connect attempt number (1-based).
+    pub attempt: u32,
+}
+
+/// What to do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorDecision {
+    /// Carry on. (For an error that already cost the link this means `Reconnect`.)
+    Ignore,
+    /// Reconnect after the reconnect policy's next delay.
+    Reconnect,
+    /// Reconnect after exactly this delay (it still counts as an attempt).
+    ReconnectAfter(Duration),
+    /// Close for good with this error.
+    Stop,
+}
+
+/// Error policy.
+pub trait ErrorHandler: Send + 'static {
+    /// Decides what an error means for the connection.
+    fn on_error(&mut self, error: &Error, context: &ErrorContext) -> ErrorDecision;
+}
+
+/// Reconnects after transient errors ([`Error::is_transient`]), stops on the rest
+/// (bad configuration, TLS failures, an upgrade refused with a 4xx other than 408/429).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultErrorHandler;
+
+impl ErrorHandler for DefaultErrorHandler {
+    fn on_error(&mut self, error: &Error, _context: &ErrorContext) -> ErrorDecision {
+        if error.is_transient() {
+            ErrorDecision::Reconnect
+        } else {
+            ErrorDecision::Stop
+        }
+    }
+}
+
+impl<F> ErrorHandler for F
+where
+    F: FnMut(&Error, &ErrorContext) -> ErrorDecision + Send + 'static,
+{
+    fn on_error(&mut self, error: &Error, context: &ErrorContext) -> ErrorDecision {
+        self(error, context)
+    }
+}
+
+/// The behaviours of one connection, boxed so a platform adapter can supply them as a set.
+pub struct Handlers {
+    /// Connection hooks.
+    pub connection: Box<dyn ConnectionHandler>,
+    /// Message hooks.
+    pub message: Box<dyn MessageHandler>,
+    /// Error policy.
+    pub error: Box<dyn ErrorHandler>,
+}
+
+impl Default for Handlers {
+    fn default() -> Self {
+        Handlers {
+            connection: Box::new(DefaultConnectionHandler),
+            message: Box::new(DefaultMessageHandler),
+            error: Box::new(DefaultErrorHandler),
+        }
+    }
+}
+
+impl std::fmt::Debug for Handlers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handlers").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn default_error_handler_stops_on_permanent_errors() {
+        let ctx = ErrorContext {
+            phase: ErrorPhase::Connect,
+            state: State::Connecting,
+            attempt: 1,
+        };
+        let mut h = DefaultErrorHandler;
+        let refused = Error::new(ErrorKind::UpgradeRejected { status: 403 });
+        assert_eq!(h.on_error(&refused, &ctx), ErrorDecision::Stop);
+        let unavailable = Error::new(ErrorKind::UpgradeRejected { status: 503 });
+        assert_eq!(h.on_error(&unavailable, &ctx), ErrorDecision::Reconnect);
+        assert_eq!(h.on_error(&Error::new(ErrorKind::Protocol), &ctx), ErrorDecision::Reconnect);
+    }
+}

@@ -1,0 +1,520 @@
+//! The user's side: [`Client::builder`], the cheap [`Client`] handle and the
+//! [`Connection`] future.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::RngCore;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::actor::{self, Command};
+use crate::behaviour::{ConnectionHandler, ErrorHandler, Handlers, MessageHandler};
+use crate::config::{ClientConfig, OfflinePolicy, OverflowPolicy, RestartLimit, RootCertificates};
+use crate::error::{Error, ErrorKind};
+use crate::event::Events;
+use crate::frame::{CloseCode, Frame};
+use crate::keepalive::KeepaliveConfig;
+use crate::lifecycle::State;
+use crate::reconnect::ReconnectPolicy;
+
+/// A snapshot of the connection's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// The lifecycle state.
+    pub state: State,
+    /// The current connect attempt (1-based).
+    pub attempt: u32,
+    /// How many times the link has been Ready.
+    pub connects: u64,
+}
+
+/// A handle to one resilient connection. `Clone + Send + Sync` and cheap to clone.
+///
+/// When the last handle is dropped the connection runs its close handshake and ends.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), websockex_nova::Error> {
+/// use websockex_nova::{Client, Event};
+///
+/// let (client, mut events) = Client::builder("wss://test.deribit.com/ws/api/v2")
+///     .connect()
+///     .await?;
+/// client.send_text(r#"{"jsonrpc":"2.0","id":1,"method":"public/test"}"#).await?;
+/// while let Some(event) = events.next().await {
+///     if let Event::Message(frame) = event {
+///         println!("{}", frame.as_text().unwrap_or("<binary>"));
+///         break;
+///     }
+/// }
+/// client.close().await
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+    status: watch::Receiver<Status>,
+}
+
+impl Client {
+    /// Starts configuring a connection to `url` (`ws://` or `wss://`).
+    pub fn builder(url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder::new(ClientConfig::new(url))
+    }
+
+    /// Sends one frame. Resolves once it is written to the socket. While the connection is
+    /// not Ready, the [`OfflinePolicy`] applies: by default the frame waits in a bounded queue
+    /// and is written right after the next connect.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::QueueFull`] / [`ErrorKind::NotReady`] per the offline policy;
+    /// [`ErrorKind::Disconnected`] if the link dropped during the write; [`ErrorKind::Closed`]
+    /// once the connection is closed; a configuration error for an invalid control frame.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future does not withdraw the frame: once handed to the connection it
+    /// is written (or fails) regardless.
+    pub async fn send(&self, frame: impl Into<Frame>) -> Result<(), Error> {
+        let frame = frame.into();
+        frame.validate_outgoing()?;
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Send { frame, reply }).await?;
+        rx.await.map_err(|_| Error::closed())?
+    }
+
+    /// Sends a text frame. See [`send`](Self::send).
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`send`](Self::send).
+    pub async fn send_text(&self, text: impl Into<String>) -> Result<(), Error> {
+        self.send(Frame::text(text.into())).await
+    }
+
+    /// Sends a binary frame. See [`send`](Self::send).
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`send`](Self::send).
+    pub async fn send_binary(&self, data: impl Into<Bytes>) -> Result<(), Error> {
+        self.send(Frame::binary(data)).await
+    }
+
+    /// Serializes `value` to JSON and sends it as a text frame. See [`send`](Self::send).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Encode`] if serialization fails, else as [`send`](Self::send).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`send`](Self::send).
+    pub async fn send_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
+        let text = serde_json::to_string(value)
+            .map_err(|e| Error::new(ErrorKind::Encode).with_source(e))?;
+        self.send(Frame::text(text)).await
+    }
+
+    /// Sends a WebSocket ping and resolves with the round-trip time when its pong arrives.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotReady`] while not connected; [`ErrorKind::Disconnected`] if the
+    /// link drops first; [`ErrorKind::Closed`] once closed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe; the pong is then ignored.
+    pub async fn ping(&self) -> Result<Duration, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Ping { reply }).await?;
+        rx.await.map_err(|_| Error::closed())?
+    }
+
+    /// The current status.
+    pub fn status(&self) -> Status {
+        *self.status.borrow()
+    }
+
+    /// Waits until the connection is Ready (returns at once if it is).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] if the connection closes first.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn ready(&self) -> Result<(), Error> {
+        let mut status = self.status.clone();
+        let seen = status
+            .wait_for(|s| matches!(s.state, State::Ready | State::Closed))
+            .await
+            .map_err(|_| Error::closed())?;
+        if seen.state == State::Ready {
+            Ok(())
+        } else {
+            Err(Error::closed())
+        }
+    }
+
+    /// Waits until the connection has ended.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn closed(&self) {
+        let mut status = self.status.clone();
+        let _ = status.wait_for(|s| s.state == State::Closed).await;
+    }
+
+    /// Closes with `1000 Normal Closure`. See [`close_with`](Self::close_with).
+    ///
+    /// # Errors
+    ///
+    /// As [`close_with`](Self::close_with).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`close_with`](Self::close_with).
+    pub async fn close(&self) -> Result<(), Error> {
+        self.close_with(CloseCode::NORMAL, "").await
+    }
+
+    /// Runs the close handshake (bounded by the close timeout), fails queued sends with
+    /// [`ErrorKind::Closed`], stops reconnecting and ends the connection task. Closing an
+    /// already closed connection succeeds.
+    ///
+    /// # Errors
+    ///
+    /// A configuration error if `reason` is longer than 123 bytes.
+    ///
+    /// # Cancel safety
+    ///
+    /// The close proceeds even if this future is dropped.
+    pub async fn close_with(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        let frame = Frame::close(code, reason);
+        frame.validate_outgoing()?;
+        let (reply, rx) = oneshot::channel();
+        if self.commands.send(Command::Close { frame, reply }).await.is_err() {
+            return Ok(());
+        }
+        let _ = rx.await;
+        self.closed().await;
+        Ok(())
+    }
+
+    async fn command(&self, cmd: Command) -> Result<(), Error> {
+        self.commands.send(cmd).await.map_err(|_| Error::closed())
+    }
+}
+
+/// The connection's work, as a future for users who drive it themselves (hyper-style).
+///
+/// Returned by [`ClientBuilder::build`]; nothing happens until it is polled (spawned).
+/// It resolves when the connection is closed for good: `Ok(())` after a requested close
+/// (or after the last handle was dropped), the cause otherwise.
+#[must_use = "the connection does nothing unless polled; spawn it"]
+pub struct Connection {
+    fut: Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").finish_non_exhaustive()
+    }
+}
+
+impl Future for Connection {
+    type Output = Result<(), Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.fut.as_mut().poll(cx)
+    }
+}
+
+/// Configures and opens a connection. Setters never fail: errors surface from
+/// [`build`](Self::build) / [`connect`](Self::connect).
+#[must_use]
+pub struct ClientBuilder {
+    config: ClientConfig,
+    handlers: Handlers,
+    rng: Option<Box<dyn RngCore + Send>>,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// Starts from a complete configuration.
+    pub fn new(config: ClientConfig) -> Self {
+        ClientBuilder {
+            config,
+            handlers: Handlers::default(),
+            rng: None,
+        }
+    }
+
+    /// Adds a header to the upgrade request.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Offers a subprotocol (call again to offer several, in order of preference).
+    pub fn subprotocol(mut self, protocol: impl Into<String>) -> Self {
+        self.config.subprotocols.push(protocol.into());
+        self
+    }
+
+    /// TCP connect plus TLS handshake timeout.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// HTTP upgrade timeout.
+    pub fn upgrade_timeout(mut self, timeout: Duration) -> Self {
+        self.config.upgrade_timeout = timeout;
+        self
+    }
+
+    /// Socket write timeout.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.config.write_timeout = timeout;
+        self
+    }
+
+    /// Close handshake timeout.
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.config.close_timeout = timeout;
+        self
+    }
+
+    /// Keepalive settings.
+    pub fn keepalive(mut self, keepalive: KeepaliveConfig) -> Self {
+        self.config.keepalive = keepalive;
+        self
+    }
+
+    /// Ping interval (`None`: no client pings).
+    pub fn ping_interval(mut self, interval: Option<Duration>) -> Self {
+        self.config.keepalive.ping_interval = interval;
+        self
+    }
+
+    /// Dead-peer timeout: no traffic for this long replaces the link (`None`: never).
+    pub fn ping_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.keepalive.timeout = timeout;
+        self
+    }
+
+    /// Reconnect policy.
+    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.config.reconnect = policy;
+        self
+    }
+
+    /// Largest inbound message in bytes.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config.max_message_size = bytes;
+        self
+    }
+
+    /// What sends do while not Ready.
+    pub fn offline_policy(mut self, policy: OfflinePolicy) -> Self {
+        self.config.offline = policy;
+        self
+    }
+
+    /// What happens when the event stream is full.
+    pub fn overflow_policy(mut self, policy: OverflowPolicy) -> Self {
+        self.config.overflow = policy;
+        self
+    }
+
+    /// Event stream capacity.
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.config.event_capacity = capacity;
+        self
+    }
+
+    /// Restart intensity limit after panics.
+    pub fn restart_limit(mut self, limit: RestartLimit) -> Self {
+        self.config.restart = limit;
+        self
+    }
+
+    /// TLS root store.
+    pub fn root_certificates(mut self, roots: RootCertificates) -> Self {
+        self.config.tls.roots = roots;
+        self
+    }
+
+    /// Trusts an extra DER-encoded root certificate.
+    pub fn add_root_certificate_der(mut self, der: impl Into<Vec<u8>>) -> Self {
+        self.config.tls.extra_roots_der.push(der.into());
+        self
+    }
+
+    /// Connection behaviour.
+    pub fn connection_handler(mut self, handler: impl ConnectionHandler) -> Self {
+        self.handlers.connection = Box::new(handler);
+        self
+    }
+
+    /// Message behaviour.
+    pub fn message_handler(mut self, handler: impl MessageHandler) -> Self {
+        self.handlers.message = Box::new(handler);
+        self
+    }
+
+    /// Error behaviour.
+    pub fn error_handler(mut self, handler: impl ErrorHandler) -> Self {
+        self.handlers.error = Box::new(handler);
+        self
+    }
+
+    /// Replaces all behaviours at once (what a platform adapter supplies).
+    pub fn handlers(mut self, handlers: Handlers) -> Self {
+        self.handlers = handlers;
+        self
+    }
+
+    /// The random source for backoff jitter (seed one for deterministic tests).
+    pub fn backoff_rng(mut self, rng: impl RngCore + Send + 'static) -> Self {
+        self.rng = Some(Box::new(rng));
+        self
+    }
+
+    /// The configuration as it stands.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// The low-level API: a handle, the event stream, and the [`Connection`] future that
+    /// does all the work once you spawn it. No I/O happens here.
+    ///
+    /// # Errors
+    ///
+    /// A configuration error if the configuration does not validate.
+    pub fn build(self) -> Result<(Client, Events, Connection), Error> {
+        self.config.validate()?;
+        let (cmd_tx, cmd_rx) = mpsc::channel(self.config.command_capacity);
+        let (event_tx, event_rx) = mpsc::channel(self.config.event_capacity);
+        let initial = Status {
+            state: State::Connecting,
+            attempt: 1,
+            connects: 0,
+        };
+        let (status_tx, status_rx) = watch::channel(initial);
+        let fut = actor::run(
+            self.config,
+            self.handlers,
+            self.rng,
+            cmd_rx,
+            event_tx,
+            status_tx,
+        )?;
+        Ok((
+            Client {
+                commands: cmd_tx,
+                status: status_rx,
+            },
+            Events { rx: event_rx },
+            Connection { fut: Box::pin(fut) },
+        ))
+    }
+
+    /// Builds and spawns the connection on the current tokio runtime without waiting for it
+    /// to come up. Sends made before it is Ready follow the offline policy.
+    ///
+    /// # Errors
+    ///
+    /// A configuration error if the configuration does not validate.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn spawn(self) -> Result<(Client, Events), Error> {
+        let (client, events, connection) = self.build()?;
+        tokio::spawn(connection);
+        Ok((client, events))
+    }
+
+    /// Builds, spawns, and waits until the connection is Ready for the first time. Failed
+    /// attempts are retried per the reconnect policy first (so with unlimited retries this
+    /// waits until the server is reachable; wrap it in a timeout if that is not wanted).
+    ///
+    /// # Errors
+    ///
+    /// A configuration error, or the error that closed the connection before it was Ready
+    /// (for instance [`ErrorKind::RetriesExhausted`] or an upgrade refused with a 4xx).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future drops the only handle, which closes the connection.
+    pub async fn connect(self) -> Result<(Client, Events), Error> {
+        let (client, events, connection) = self.build()?;
+        let mut task = tokio::spawn(connection);
+        let mut status = client.status.clone();
+        tokio::select! {
+            ready = status.wait_for(|s| s.state == State::Ready) => {
+                if ready.is_ok() {
+                    return Ok((client, events));
+                }
+                match task.await {
+                    Ok(Err(e)) => Err(e),
+                    _ => Err(Error::closed()),
+                }
+            }
+            done = &mut task => match done {
+                Ok(Err(e)) => Err(e),
+                _ => Err(Error::closed()),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_handle<T: Clone + Send + Sync + 'static>() {}
+
+    #[test]
+    fn client_is_a_cheap_shareable_handle() {
+        assert_handle::<Client>();
+    }
+
+    #[test]
+    fn build_defers_config_errors() {
+        let err = Client::builder("http://nope").build().unwrap_err();
+        assert!(err.is_config());
+        let err = Client::builder("ws://h")
+            .ping_interval(Some(Duration::from_secs(10)))
+            .ping_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .unwrap_err();
+        assert!(err.is_config());
+    }
+}

@@ -1,0 +1,271 @@
+//! Connection configuration: plain data with documented defaults and a `validate()`.
+
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Uri};
+
+use crate::error::Error;
+use crate::keepalive::KeepaliveConfig;
+use crate::reconnect::ReconnectPolicy;
+
+/// What happens to sends made while the connection is not Ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OfflinePolicy {
+    /// Keep up to `capacity` frames, in order, and write them right after the next
+    /// connect; a send beyond that fails at once with [`ErrorKind::QueueFull`](crate::ErrorKind::QueueFull).
+    Queue {
+        /// The most frames kept while offline.
+        capacity: usize,
+    },
+    /// Fail at once with [`ErrorKind::NotReady`](crate::ErrorKind::NotReady).
+    Reject,
+}
+
+impl Default for OfflinePolicy {
+    /// Queue up to 1,024 frames: a short outage loses nothing, a long one cannot eat memory.
+    fn default() -> Self {
+        OfflinePolicy::Queue { capacity: 1024 }
+    }
+}
+
+/// What happens when the event stream is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OverflowPolicy {
+    /// Wait for room: the connection stops reading its socket and TCP pushes back on the
+    /// server. Nothing is dropped. Keepalive checks and commands wait too, so a consumer
+    /// that stops reading for longer than the keepalive timeout will see its link replaced.
+    #[default]
+    Block,
+    /// Drop the newest message, count it, and announce the count with
+    /// [`Event::Lagged`](crate::Event::Lagged) as soon as there is room. Lifecycle events
+    /// are never dropped.
+    DropNewest,
+}
+
+/// Which certificate authorities TLS trusts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RootCertificates {
+    /// Mozilla's roots, compiled in (`webpki-roots`): the same everywhere, no OS dependency.
+    #[default]
+    WebPki,
+    /// The operating system's store (feature `native-roots`).
+    Native,
+}
+
+/// TLS settings for `wss://` URLs (rustls with the ring provider).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsConfig {
+    /// Which root store to trust.
+    pub roots: RootCertificates,
+    /// Extra trusted roots, DER-encoded (a private CA, a test certificate).
+    pub extra_roots_der: Vec<Vec<u8>>,
+}
+
+/// How often the actor may be restarted after a panic before it gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RestartLimit {
+    /// At most this many restarts …
+    pub max_restarts: u32,
+    /// … within this window.
+    pub window: Duration,
+}
+
+impl Default for RestartLimit {
+    /// Three restarts a minute: a one-off handler bug is survived, a handler that panics on
+    /// every message is not looped on forever.
+    fn default() -> Self {
+        RestartLimit {
+            max_restarts: 3,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Everything that configures one client connection.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// `ws://` or `wss://` URL.
+    pub url: String,
+    /// Extra headers on the upgrade request.
+    pub headers: Vec<(String, String)>,
+    /// Subprotocols to offer, in order of preference.
+    pub subprotocols: Vec<String>,
+    /// TCP connect plus TLS handshake. Default 10 s.
+    pub connect_timeout: Duration,
+    /// HTTP upgrade. Default 10 s.
+    pub upgrade_timeout: Duration,
+    /// One socket write; a peer that stops reading is declared dead after this. Default 10 s.
+    pub write_timeout: Duration,
+    /// Waiting for the server's close reply. Default 5 s.
+    pub close_timeout: Duration,
+    /// Pings and dead-peer detection.
+    pub keepalive: KeepaliveConfig,
+    /// Backoff between attempts.
+    pub reconnect: ReconnectPolicy,
+    /// Largest inbound message (and frame) in bytes; more closes the link with 1009.
+    /// Default 16 MiB: venue snapshots fit, a runaway server cannot exhaust memory.
+    pub max_message_size: usize,
+    /// Outgoing messages are split into frames of at most this size. Default 4 MiB.
+    pub max_frame_size: usize,
+    /// Commands from all handles waiting for the actor. Default 256.
+    pub command_capacity: usize,
+    /// Events waiting for the user. Default 1,024.
+    pub event_capacity: usize,
+    /// Sends while not Ready.
+    pub offline: OfflinePolicy,
+    /// A full event stream.
+    pub overflow: OverflowPolicy,
+    /// Supervision after panics.
+    pub restart: RestartLimit,
+    /// TLS.
+    pub tls: TlsConfig,
+}
+
+impl ClientConfig {
+    /// Defaults for `url` (see each field).
+    pub fn new(url: impl Into<String>) -> Self {
+        ClientConfig {
+            url: url.into(),
+            headers: Vec::new(),
+            subprotocols: Vec::new(),
+            connect_timeout: Duration::from_secs(10),
+            upgrade_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            keepalive: KeepaliveConfig::default(),
+            reconnect: ReconnectPolicy::default(),
+            max_message_size: 16 << 20,
+            max_frame_size: 4 << 20,
+            command_capacity: 256,
+            event_capacity: 1024,
+            offline: OfflinePolicy::default(),
+            overflow: OverflowPolicy::default(),
+            restart: RestartLimit::default(),
+            tls: TlsConfig::default(),
+        }
+    }
+
+    /// Checks every field.
+    ///
+    /// # Errors
+    ///
+    /// A configuration error naming the first bad field.
+    pub fn validate(&self) -> Result<(), Error> {
+        parse_url(&self.url)?;
+        for (name, value) in &self.headers {
+            header(name, value)?;
+        }
+        for p in &self.subprotocols {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+                return Err(Error::config(format!("invalid subprotocol {p:?}")));
+            }
+        }
+        for (name, d) in [
+            ("connect_timeout", self.connect_timeout),
+            ("upgrade_timeout", self.upgrade_timeout),
+            ("write_timeout", self.write_timeout),
+            ("close_timeout", self.close_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(Error::config(format!("{name} must be > 0")));
+            }
+        }
+        for (name, n) in [
+            ("max_message_size", self.max_message_size),
+            ("max_frame_size", self.max_frame_size),
+            ("command_capacity", self.command_capacity),
+            ("event_capacity", self.event_capacity),
+        ] {
+            if n == 0 {
+                return Err(Error::config(format!("{name} must be > 0")));
+            }
+        }
+        if self.offline == (OfflinePolicy::Queue { capacity: 0 }) {
+            return Err(Error::config("offline queue capacity must be > 0 (or use Reject)"));
+        }
+        if self.restart.window.is_zero() {
+            return Err(Error::config("restart window must be > 0"));
+        }
+        if self.tls.roots == RootCertificates::Native && !cfg!(feature = "native-roots") {
+            return Err(Error::config(
+                "native root certificates need the `native-roots` feature",
+            ));
+        }
+        self.keepalive.validate()?;
+        self.reconnect.validate()
+    }
+}
+
+/// Parses and checks a `ws://` / `wss://` URL.
+pub(crate) fn parse_url(url: &str) -> Result<Uri, Error> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| Error::config(format!("invalid URL {url:?}")).with_source(e))?;
+    match uri.scheme_str() {
+        Some("ws") | Some("wss") => {}
+        _ => return Err(Error::config(format!("URL {url:?} must start with ws:// or wss://"))),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(Error::config(format!("URL {url:?} has no host")));
+    }
+    Ok(uri)
+}
+
+const RESERVED_HEADERS: [&str; 6] = [
+    "host",
+    "upgrade",
+    "connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-accept",
+];
+
+/// Parses and checks one upgrade header.
+pub(crate) fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), Error> {
+    let n = HeaderName::try_from(name)
+        .map_err(|e| Error::config(format!("invalid header name {name:?}")).with_source(e))?;
+    if RESERVED_HEADERS.contains(&n.as_str()) {
+        return Err(Error::config(format!(
+            "header {name:?} is set by the WebSocket handshake itself"
+        )));
+    }
+    let v = HeaderValue::try_from(value)
+        .map_err(|e| Error::config(format!("invalid value for header {name:?}")).with_source(e))?;
+    Ok((n, v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        ClientConfig::new("ws://127.0.0.1:1/x").validate().unwrap();
+        ClientConfig::new("wss://example.com").validate().unwrap();
+    }
+
+    #[test]
+    fn bad_input_is_a_typed_config_error() {
+        for url in ["http://x", "ws://", "not a url", ""] {
+            assert!(ClientConfig::new(url).validate().unwrap_err().is_config(), "{url}");
+        }
+        let mut c = ClientConfig::new("ws://h");
+        c.headers.push(("Sec-WebSocket-Key".into(), "x".into()));
+        assert!(c.validate().unwrap_err().is_config());
+        let mut c = ClientConfig::new("ws://h");
+        c.headers.push(("X-Ok".into(), "line\nbreak".into()));
+        assert!(c.validate().unwrap_err().is_config());
+        let mut c = ClientConfig::new("ws://h");
+        c.subprotocols.push("a,b".into());
+        assert!(c.validate().unwrap_err().is_config());
+        let mut c = ClientConfig::new("ws://h");
+        c.event_capacity = 0;
+        assert!(c.validate().unwrap_err().is_config());
+    }
+}

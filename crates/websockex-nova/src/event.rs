@@ -1,0 +1,124 @@
+//! What the connection tells its user.
+//!
+//! Every lifecycle transition, every received data message and every announced drop
+//! arrives on the bounded [`Events`] stream returned with the [`Client`](crate::Client).
+//! Read it (or drop it): a full stream with the default [`OverflowPolicy::Block`] makes
+//! the connection stop reading its socket, so TCP pushes back on the server.
+//!
+//! [`OverflowPolicy::Block`]: crate::OverflowPolicy::Block
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::error::Error;
+use crate::frame::{CloseCode, Frame};
+use crate::lifecycle::State;
+
+/// One thing that happened on the connection.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// The lifecycle moved.
+    StateChanged {
+        /// Previous state.
+        from: State,
+        /// New state.
+        to: State,
+        /// Connect attempt number (1-based).
+        attempt: u32,
+    },
+    /// The link is up and Ready.
+    Connected {
+        /// Connect attempt number (1-based).
+        attempt: u32,
+        /// The subprotocol the server chose, if any.
+        subprotocol: Option<String>,
+    },
+    /// The link was lost (or a connect attempt failed).
+    Disconnected {
+        /// Connect attempt number (1-based).
+        attempt: u32,
+        /// Why.
+        error: Error,
+        /// The close code, when the server sent one or we closed for a protocol reason.
+        code: Option<CloseCode>,
+    },
+    /// The next attempt starts after `delay`.
+    Reconnecting {
+        /// The attempt about to be made.
+        attempt: u32,
+        /// The backoff delay before it.
+        delay: Duration,
+    },
+    /// A data message (text or binary) from the server.
+    Message(Frame),
+    /// Messages were dropped by the overflow policy since the last announcement.
+    Lagged {
+        /// How many.
+        dropped: u64,
+    },
+    /// A non-fatal error the error handler chose to ignore.
+    Error(Error),
+    /// The connection actor panicked (a handler bug) and was restarted.
+    Restarted {
+        /// Restarts within the current intensity window.
+        restarts: u32,
+        /// The panic message.
+        cause: String,
+    },
+    /// The connection is closed for good; no more events follow.
+    Closed {
+        /// `None` after a user-requested close, else why it ended.
+        error: Option<Error>,
+    },
+}
+
+impl Event {
+    /// A short `snake_case` name for the event (`state_changed`, `message`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::StateChanged { .. } => "state_changed",
+            Event::Connected { .. } => "connected",
+            Event::Disconnected { .. } => "disconnected",
+            Event::Reconnecting { .. } => "reconnecting",
+            Event::Message(_) => "message",
+            Event::Lagged { .. } => "lagged",
+            Event::Error(_) => "error",
+            Event::Restarted { .. } => "restarted",
+            Event::Closed { .. } => "closed",
+        }
+    }
+}
+
+/// The bounded stream of [`Event`]s of one connection. Ends after [`Event::Closed`].
+#[derive(Debug)]
+pub struct Events {
+    pub(crate) rx: mpsc::Receiver<Event>,
+}
+
+impl Events {
+    /// The next event; `None` once the connection has ended.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an event is never lost by dropping this future.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+
+    /// An event if one is waiting, without waiting.
+    pub fn try_next(&mut self) -> Option<Event> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl futures_util::Stream for Events {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.rx.poll_recv(cx)
+    }
+}

@@ -1,0 +1,74 @@
+//! # websockex-nova
+//!
+//! Resilient, long-lived WebSocket client connections for real-time APIs (crypto
+//! exchanges, JSON-RPC and pub/sub feeds).
+//!
+//! You give a URL and get back a cheap, cloneable [`Client`] handle and a bounded stream
+//! of [`Event`]s. One task per connection keeps the link alive: it reconnects with
+//! jittered backoff after every kind of fault, detects dead peers with pings and a
+//! traffic timeout, queues sends made while offline (bounded, in order), closes cleanly
+//! and reports every transition as an [`Event`] and a `tracing` event.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use websockex_nova::{Client, Event, ReconnectPolicy};
+//!
+//! # async fn demo() -> Result<(), websockex_nova::Error> {
+//! let (client, mut events) = Client::builder("ws://127.0.0.1:8080/")
+//!     .reconnect(ReconnectPolicy::exponential(Duration::from_millis(100), Duration::from_secs(10)))
+//!     .ping_interval(Some(Duration::from_secs(15)))
+//!     .connect()
+//!     .await?;
+//! client.send_text("hello").await?;
+//! while let Some(event) = events.next().await {
+//!     match event {
+//!         Event::Message(frame) => println!("{frame:?}"),
+//!         Event::Closed { error } => { eprintln!("closed: {error:?}"); break }
+//!         other => eprintln!("{}", other.name()),
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ## Layers
+//!
+//! * [`Client`] / [`ClientBuilder`] / [`Connection`]: what you touch. [`ClientBuilder::build`]
+//!   gives the low-level parts (handle, events, and a connection future you drive).
+//! * [`behaviour`]: the hooks ([`ConnectionHandler`], [`MessageHandler`], [`ErrorHandler`]),
+//!   each with a `Default…` type.
+//! * Sans-IO cores, unit-tested without sockets: [`lifecycle`], [`reconnect`], [`keepalive`].
+//! * The transport seam (tokio-websockets today) is private.
+//!
+//! ## Features
+//!
+//! * `native-roots`: trust the operating system's root certificates
+//!   ([`RootCertificates::Native`]). Default: none (webpki roots compiled in).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod actor;
+pub mod behaviour;
+mod client;
+mod config;
+mod error;
+pub mod event;
+mod frame;
+pub mod keepalive;
+pub mod lifecycle;
+pub mod reconnect;
+mod transport;
+
+pub use behaviour::{
+    ConnectionHandler, DefaultConnectionHandler, DefaultErrorHandler, DefaultMessageHandler,
+    ErrorHandler, MessageHandler,
+};
+pub use client::{Client, ClientBuilder, Connection, Status};
+pub use config::{
+    ClientConfig, OfflinePolicy, OverflowPolicy, RestartLimit, RootCertificates, TlsConfig,
+};
+pub use error::{Error, ErrorKind, TimeoutKind};
+pub use event::{Event, Events};
+pub use frame::{CloseCode, CloseFrame, Frame, Text, MAX_CONTROL_PAYLOAD};
+pub use keepalive::KeepaliveConfig;
+pub use lifecycle::State;
+pub use reconnect::{Jitter, ReconnectPolicy};
