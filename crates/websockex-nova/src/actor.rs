@@ -116,39 +116,42 @@ impl EventSink {
         self.gone |= self.tx.send(event).await.is_err();
     }
 
-    /// Data messages: subject to the overflow policy.
-    async fn deliver(&mut self, event: Event) {
+    /// Data messages, without waiting. `Err` hands the event back when the stream is
+    /// full under [`OverflowPolicy::Block`]: the caller waits for room (serving commands).
+    fn try_deliver(&mut self, event: Event) -> Result<(), Event> {
+        use mpsc::error::TrySendError;
         if self.gone {
-            return;
+            return Ok(());
         }
-        match self.policy {
-            OverflowPolicy::Block => self.gone |= self.tx.send(event).await.is_err(),
-            OverflowPolicy::DropNewest => {
-                use mpsc::error::TrySendError;
-                if self.lagged > 0 {
-                    match self.tx.try_send(Event::Lagged {
-                        dropped: self.lagged,
-                    }) {
-                        Ok(()) => self.lagged = 0,
-                        Err(TrySendError::Full(_)) => {
-                            self.lagged += 1;
-                            tracing::trace!(target: "websockex_nova", event = "dropped", "event stream full");
-                            return;
-                        }
-                        Err(TrySendError::Closed(_)) => {
-                            self.gone = true;
-                            return;
-                        }
-                    }
+        if self.lagged > 0 {
+            match self.tx.try_send(Event::Lagged {
+                dropped: self.lagged,
+            }) {
+                Ok(()) => self.lagged = 0,
+                Err(TrySendError::Full(_)) => {
+                    self.lagged += 1;
+                    tracing::trace!(target: "websockex_nova", event = "dropped", "event stream full");
+                    return Ok(());
                 }
-                match self.tx.try_send(event) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(_)) => {
-                        self.lagged += 1;
-                        tracing::trace!(target: "websockex_nova", event = "dropped", "event stream full");
-                    }
-                    Err(TrySendError::Closed(_)) => self.gone = true,
+                Err(TrySendError::Closed(_)) => {
+                    self.gone = true;
+                    return Ok(());
                 }
+            }
+        }
+        match self.tx.try_send(event) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(event)) => match self.policy {
+                OverflowPolicy::Block => Err(event),
+                OverflowPolicy::DropNewest => {
+                    self.lagged += 1;
+                    tracing::trace!(target: "websockex_nova", event = "dropped", "event stream full");
+                    Ok(())
+                }
+            },
+            Err(TrySendError::Closed(_)) => {
+                self.gone = true;
+                Ok(())
             }
         }
     }
@@ -357,7 +360,6 @@ impl Actor {
     }
 
     async fn serve_link(&mut self, link: &mut Link, pings: &mut Vec<PendingPing>) -> LinkEnd {
-        let write_timeout = self.config.write_timeout;
         let mut keepalive = Keepalive::new(self.config.keepalive, Instant::now().into_std());
         // Re-armed only when it fires: traffic moves the real deadline later, never earlier,
         // so waking at a stale deadline is harmless and the hot path never touches the timer.
@@ -367,25 +369,11 @@ impl Actor {
         loop {
             tokio::select! {
                 biased;
-                cmd = self.commands.recv() => match cmd {
-                    None => return self.close_link(link, Frame::close_normal()).await,
-                    Some(Command::Close { frame, reply }) => {
-                        self.close_waiters.push(reply);
-                        return self.close_link(link, frame).await;
+                cmd = self.commands.recv() => {
+                    if let Some(end) = self.on_command(link, pings, cmd).await {
+                        return end;
                     }
-                    Some(Command::Send { frame, reply }) => {
-                        if let Err(e) = link.send(frame, write_timeout).await {
-                            let _ = reply.send(Err(Error::disconnected(false).with_source(e.clone())));
-                            return LinkEnd::Lost(e);
-                        }
-                        let _ = reply.send(Ok(()));
-                    }
-                    Some(Command::Ping { reply }) => {
-                        if let Err(e) = self.send_ping(link, pings, Some(reply)).await {
-                            return LinkEnd::Lost(e);
-                        }
-                    }
-                },
+                }
                 () = &mut timer => {
                     match keepalive.poll(Instant::now().into_std()) {
                         KeepaliveAction::Dead => {
@@ -447,7 +435,11 @@ impl Actor {
                 tracing::trace!(target: "websockex_nova", event = "message_received", len = frame.len());
                 let class = self.handlers.message.classify(&frame);
                 match self.handlers.message.handle(frame, class) {
-                    MessageDecision::Deliver(frame) => self.events.deliver(Event::Message(frame)).await,
+                    MessageDecision::Deliver(frame) => {
+                        if let Err(event) = self.events.try_deliver(Event::Message(frame)) {
+                            return self.deliver_blocking(link, pings, event).await;
+                        }
+                    }
                     MessageDecision::Reply(reply) => {
                         if let Err(e) = link.send(reply, self.config.write_timeout).await {
                             return Some(LinkEnd::Lost(e));
@@ -478,6 +470,65 @@ impl Actor {
             }
         }
         None
+    }
+
+    /// A command on a Ready link.
+    async fn on_command(
+        &mut self,
+        link: &mut Link,
+        pings: &mut Vec<PendingPing>,
+        cmd: Option<Command>,
+    ) -> Option<LinkEnd> {
+        match cmd {
+            None => Some(self.close_link(link, Frame::close_normal()).await),
+            Some(Command::Close { frame, reply }) => {
+                self.close_waiters.push(reply);
+                Some(self.close_link(link, frame).await)
+            }
+            Some(Command::Send { frame, reply }) => {
+                if let Err(e) = link.send(frame, self.config.write_timeout).await {
+                    let _ = reply.send(Err(Error::disconnected(false).with_source(e.clone())));
+                    return Some(LinkEnd::Lost(e));
+                }
+                let _ = reply.send(Ok(()));
+                None
+            }
+            Some(Command::Ping { reply }) => self
+                .send_ping(link, pings, Some(reply))
+                .await
+                .err()
+                .map(LinkEnd::Lost),
+        }
+    }
+
+    /// The event stream is full and the policy is to wait: stop reading the socket (TCP
+    /// pushes back) but keep serving commands, so a consumer that sends from its event
+    /// loop cannot deadlock against us.
+    async fn deliver_blocking(
+        &mut self,
+        link: &mut Link,
+        pings: &mut Vec<PendingPing>,
+        event: Event,
+    ) -> Option<LinkEnd> {
+        let tx = self.events.tx.clone();
+        loop {
+            tokio::select! {
+                biased;
+                permit = tx.reserve() => {
+                    match permit {
+                        Ok(permit) => permit.send(event),
+                        Err(_) => self.events.gone = true,
+                    }
+                    return None;
+                }
+                cmd = self.commands.recv() => {
+                    if let Some(end) = self.on_command(link, pings, cmd).await {
+                        self.events.emit(event).await;
+                        return Some(end);
+                    }
+                }
+            }
+        }
     }
 
     async fn send_ping(
