@@ -478,7 +478,9 @@ impl ClientBuilder {
         let mut task = tokio::spawn(connection);
         let mut status = client.status.clone();
         tokio::select! {
-            ready = status.wait_for(|s| s.state == State::Ready) => {
+            // `connects` rather than the state: a link that was Ready and died at once
+            // still counts as connected (its events say what followed).
+            ready = status.wait_for(|s| s.connects > 0) => {
                 if ready.is_ok() {
                     return Ok((client, events));
                 }
