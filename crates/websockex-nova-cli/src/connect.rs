@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use clap::ValueEnum;
 use tokio::io::AsyncBufReadExt;
-use websockex_nova::{
-    Client, ClientBuilder, Event, Frame, Jitter, OfflinePolicy, ReconnectPolicy,
-};
+use websockex_nova::{Client, ClientBuilder, Event, Frame, Jitter, OfflinePolicy, ReconnectPolicy};
 
 use crate::parse_duration;
 use crate::report::{print_event, EventFormat};
@@ -142,7 +140,12 @@ pub(crate) async fn run(args: Args) -> ExitCode {
                     }
                 }
                 Event::Closed { error } => {
-                    print_event(args.events, &Event::Closed { error: error.clone() });
+                    print_event(
+                        args.events,
+                        &Event::Closed {
+                            error: error.clone(),
+                        },
+                    );
                     if let Some(e) = error {
                         let _ = out.flush();
                         eprintln!("nova: error: {e}");
@@ -160,7 +163,11 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     if args.quiet {
         let secs = started.elapsed().as_secs_f64();
         let active = first_message.map_or(secs, |t| t.elapsed().as_secs_f64());
-        let rate = if active > 0.0 { received as f64 / active } else { 0.0 };
+        let rate = if active > 0.0 {
+            received as f64 / active
+        } else {
+            0.0
+        };
         eprintln!("count={received} seconds={secs:.3} msgs_per_sec={rate:.0}");
     }
     outcome
@@ -183,17 +190,12 @@ fn write_message(out: &mut impl Write, frame: &Frame) -> std::io::Result<()> {
 /// Sends each stdin line as a text frame, in order; closes on EOF when asked to.
 async fn pump_stdin(client: Client, close_on_eof: bool) {
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    loop {
-        match lines.next_line().await {
-            Ok(Some(line)) => {
-                if let Err(e) = client.send_text(line).await {
-                    if e.is_closed() {
-                        return;
-                    }
-                    eprintln!("nova: line not sent: {e}");
-                }
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Err(e) = client.send_text(line).await {
+            if e.is_closed() {
+                return;
             }
-            Ok(None) | Err(_) => break,
+            eprintln!("nova: line not sent: {e}");
         }
     }
     if close_on_eof {

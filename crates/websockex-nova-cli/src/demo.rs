@@ -65,7 +65,10 @@ pub(crate) async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    screen.line("setup", &format!("echo server listening on {}", server.url()));
+    screen.line(
+        "setup",
+        &format!("echo server listening on {}", server.url()),
+    );
     let connected = Client::builder(server.url())
         .reconnect(ReconnectPolicy::jittered(
             Duration::from_millis(100),
@@ -174,7 +177,11 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     while (echoed.len() as u64) < sent && tokio::time::Instant::now() < settle {
         match tokio::time::timeout_at(settle, events.next()).await {
             Ok(Some(Event::Message(frame))) => {
-                if let Some(n) = frame.as_text().and_then(|t| t.strip_prefix("line ")).and_then(|n| n.parse::<u64>().ok()) {
+                if let Some(n) = frame
+                    .as_text()
+                    .and_then(|t| t.strip_prefix("line "))
+                    .and_then(|n| n.parse::<u64>().ok())
+                {
                     echoed.insert(n);
                 }
             }
@@ -194,12 +201,19 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     println!("  in flight at a fault {} (written, then the link died before the echo: TCP gives no receipt)", missing.len());
     println!("  state before close {}", state);
     // A line written just before a fault can die with the link; at most one per fault.
-    let ok = missing.len() as u32 <= faults && failed == 0 && reconnects >= 2 && state == State::Ready;
+    let ok =
+        missing.len() as u32 <= faults && failed == 0 && reconnects >= 2 && state == State::Ready;
     if ok {
-        screen.line("ok", "every line came back; the client recovered on its own");
+        screen.line(
+            "ok",
+            "every line came back; the client recovered on its own",
+        );
         ExitCode::SUCCESS
     } else {
-        screen.line("fault", &format!("demo failed: missing {missing:?}, reconnects {reconnects}, state {state}"));
+        screen.line(
+            "fault",
+            &format!("demo failed: missing {missing:?}, reconnects {reconnects}, state {state}"),
+        );
         ExitCode::FAILURE
     }
 }

@@ -19,7 +19,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "nova", version, about = "Resilient WebSocket client (websockex-nova)")]
+#[command(
+    name = "nova",
+    version,
+    about = "Resilient WebSocket client (websockex-nova)"
+)]
 struct Cli {
     /// Log filter for tracing output on stderr (e.g. `websockex_nova=debug`); env RUST_LOG works too.
     #[arg(long, global = true)]

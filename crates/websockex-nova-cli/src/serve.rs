@@ -24,7 +24,10 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     };
     // The URL on stdout, so scripts can read the port.
     println!("{}", server.url());
-    eprintln!("nova: echo server listening on {} (Ctrl-C stops it)", server.url());
+    eprintln!(
+        "nova: echo server listening on {} (Ctrl-C stops it)",
+        server.url()
+    );
     std::future::pending::<()>().await;
     ExitCode::SUCCESS
 }

@@ -28,7 +28,7 @@ use crate::client::Status;
 use crate::config::{ClientConfig, OfflinePolicy, OverflowPolicy};
 use crate::error::{Error, ErrorKind, TimeoutKind};
 use crate::event::Event;
-use crate::frame::{CloseCode, Frame};
+use crate::frame::{CloseCode, CloseFrame, Frame};
 use crate::keepalive::{Keepalive, KeepaliveAction};
 use crate::lifecycle::{Lifecycle, State};
 use crate::reconnect::{Backoff, Strategy};
@@ -51,6 +51,9 @@ pub(crate) enum Command {
 }
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Most inbound frames handled per wakeup before commands and timers get a turn.
+const INBOUND_BATCH: usize = 64;
 
 /// Builds the actor and returns its future, instrumented with the connection span.
 pub(crate) fn run(
@@ -164,6 +167,20 @@ struct PendingPing {
     reply: Option<oneshot::Sender<Result<Duration, Error>>>,
 }
 
+/// What is left to do about an inbound frame after the synchronous part.
+enum Inbound {
+    /// Nothing.
+    Done,
+    /// Send the connection hook's reply, then handle the frame as data.
+    HookReply(Frame, Frame),
+    /// Send the message handler's reply.
+    Reply(Frame),
+    /// The event stream is full under `OverflowPolicy::Block`: wait for room.
+    Blocked(Event),
+    /// The server closed: finish the handshake.
+    ServerClose(Option<CloseFrame>),
+}
+
 /// How a link ended.
 enum LinkEnd {
     /// Lost: decide whether to come back.
@@ -216,9 +233,7 @@ impl Actor {
                         return self.finish(Err(error)).await;
                     }
                     tracing::error!(target: "websockex_nova", event = "restarted", restarts, %cause, "connection restarted after a panic");
-                    self.events
-                        .emit(Event::Restarted { restarts, cause })
-                        .await;
+                    self.events.emit(Event::Restarted { restarts, cause }).await;
                     resume = Some(error);
                 }
             }
@@ -392,60 +407,64 @@ impl Actor {
                 }
                 item = link.recv() => {
                     keepalive.on_traffic(Instant::now().into_std());
-                    let frame = match item {
-                        Some(Ok(frame)) => frame,
-                        Some(Err(e)) => {
-                            // The backend queued a close with the right code (1002, 1007,
-                            // 1009); let it go out before dropping the socket.
-                            link.finish_close(None, self.config.close_timeout).await;
-                            return LinkEnd::Lost(e);
+                    let mut item = item;
+                    // Drain what the socket already delivered before going back to
+                    // `select!`: one wakeup, one clock read and one timer/command poll per
+                    // batch instead of per message. Bounded so commands still get a turn.
+                    for _ in 0..INBOUND_BATCH {
+                        let frame = match item {
+                            Some(Ok(frame)) => frame,
+                            Some(Err(e)) => {
+                                // The backend queued a close with the right code (1002,
+                                // 1007, 1009); let it go out before dropping the socket.
+                                link.finish_close(None, self.config.close_timeout).await;
+                                return LinkEnd::Lost(e);
+                            }
+                            None => {
+                                return LinkEnd::Lost(Error::new(ErrorKind::Io)
+                                    .with_context("connection ended without a close frame"))
+                            }
+                        };
+                        let inbound = self.on_frame(pings, frame);
+                        if !matches!(inbound, Inbound::Done) {
+                            if let Some(end) = self.finish_inbound(link, pings, inbound).await {
+                                return end;
+                            }
                         }
-                        None => {
-                            return LinkEnd::Lost(
-                                Error::new(ErrorKind::Io).with_context("connection ended without a close frame"),
-                            )
+                        match link.try_recv() {
+                            Some(next) => item = next,
+                            None => break,
                         }
-                    };
-                    if let Some(end) = self.on_frame(link, pings, frame).await {
-                        return end;
                     }
                 }
             }
         }
     }
 
-    /// One inbound frame on a Ready link.
-    async fn on_frame(
-        &mut self,
-        link: &mut Link,
-        pings: &mut Vec<PendingPing>,
-        frame: Frame,
-    ) -> Option<LinkEnd> {
+    /// One inbound frame on a Ready link, synchronously: the hot path (deliver a message)
+    /// completes here; anything that needs I/O comes back as an [`Inbound`] to finish.
+    fn on_frame(&mut self, pings: &mut Vec<PendingPing>, frame: Frame) -> Inbound {
         match self.handlers.connection.on_frame(&frame) {
-            FrameDecision::Continue => {}
-            FrameDecision::Skip => return None,
-            FrameDecision::Reply(reply) => {
-                if let Err(e) = link.send(reply, self.config.write_timeout).await {
-                    return Some(LinkEnd::Lost(e));
-                }
-            }
+            FrameDecision::Continue => self.on_data(pings, frame),
+            FrameDecision::Skip => Inbound::Done,
+            FrameDecision::Reply(reply) => Inbound::HookReply(reply, frame),
         }
+    }
+
+    fn on_data(&mut self, pings: &mut Vec<PendingPing>, frame: Frame) -> Inbound {
         match frame {
             Frame::Text(_) | Frame::Binary(_) => {
                 tracing::trace!(target: "websockex_nova", event = "message_received", len = frame.len());
                 let class = self.handlers.message.classify(&frame);
                 match self.handlers.message.handle(frame, class) {
                     MessageDecision::Deliver(frame) => {
-                        if let Err(event) = self.events.try_deliver(Event::Message(frame)) {
-                            return self.deliver_blocking(link, pings, event).await;
+                        match self.events.try_deliver(Event::Message(frame)) {
+                            Ok(()) => Inbound::Done,
+                            Err(event) => Inbound::Blocked(event),
                         }
                     }
-                    MessageDecision::Reply(reply) => {
-                        if let Err(e) = link.send(reply, self.config.write_timeout).await {
-                            return Some(LinkEnd::Lost(e));
-                        }
-                    }
-                    MessageDecision::Consume => {}
+                    MessageDecision::Reply(reply) => Inbound::Reply(reply),
+                    MessageDecision::Consume => Inbound::Done,
                 }
             }
             Frame::Pong(payload) => {
@@ -457,19 +476,51 @@ impl Actor {
                         let _ = reply.send(Ok(rtt));
                     }
                 }
+                Inbound::Done
             }
             // The backend answers pings itself, on the next read or write.
-            Frame::Ping(_) => {}
-            Frame::Close(close) => {
-                let (code, reason) = match close {
-                    Some(c) => (Some(c.code), c.reason),
-                    None => (None, String::new()),
-                };
-                link.finish_close(None, self.config.close_timeout).await;
-                return Some(LinkEnd::Lost(Error::new(ErrorKind::ClosedByServer { code, reason })));
+            Frame::Ping(_) => Inbound::Done,
+            Frame::Close(close) => Inbound::ServerClose(close),
+        }
+    }
+
+    /// The I/O part of handling an inbound frame.
+    async fn finish_inbound(
+        &mut self,
+        link: &mut Link,
+        pings: &mut Vec<PendingPing>,
+        mut inbound: Inbound,
+    ) -> Option<LinkEnd> {
+        loop {
+            match inbound {
+                Inbound::Done => return None,
+                Inbound::HookReply(reply, frame) => {
+                    if let Err(e) = link.send(reply, self.config.write_timeout).await {
+                        return Some(LinkEnd::Lost(e));
+                    }
+                    inbound = self.on_data(pings, frame);
+                }
+                Inbound::Reply(reply) => {
+                    return link
+                        .send(reply, self.config.write_timeout)
+                        .await
+                        .err()
+                        .map(LinkEnd::Lost);
+                }
+                Inbound::Blocked(event) => return self.deliver_blocking(link, pings, event).await,
+                Inbound::ServerClose(close) => {
+                    let (code, reason) = match close {
+                        Some(c) => (Some(c.code), c.reason),
+                        None => (None, String::new()),
+                    };
+                    link.finish_close(None, self.config.close_timeout).await;
+                    return Some(LinkEnd::Lost(Error::new(ErrorKind::ClosedByServer {
+                        code,
+                        reason,
+                    })));
+                }
             }
         }
-        None
     }
 
     /// A command on a Ready link.
@@ -556,13 +607,19 @@ impl Actor {
 
     async fn close_link(&mut self, link: &mut Link, frame: Frame) -> LinkEnd {
         self.set_state(State::Closing).await;
-        let clean = link.finish_close(Some(frame), self.config.close_timeout).await;
+        let clean = link
+            .finish_close(Some(frame), self.config.close_timeout)
+            .await;
         tracing::debug!(target: "websockex_nova", event = "close_handshake", clean);
         LinkEnd::Closed
     }
 
     /// After a failed attempt or a lost link: ask the behaviours, then back off or stop.
-    async fn after_loss(&mut self, error: Error, phase: ErrorPhase) -> ControlFlow<Result<(), Error>> {
+    async fn after_loss(
+        &mut self,
+        error: Error,
+        phase: ErrorPhase,
+    ) -> ControlFlow<Result<(), Error>> {
         let state = self.lifecycle.state();
         if !matches!(state, State::Disconnected | State::Backoff) {
             self.set_state(State::Disconnected).await;
@@ -597,8 +654,9 @@ impl Actor {
         }
         let Some(policy_delay) = self.backoff.next_delay() else {
             let attempts = self.backoff.attempts();
-            return ControlFlow::Break(Err(Error::new(ErrorKind::RetriesExhausted { attempts })
-                .with_source(error)));
+            return ControlFlow::Break(Err(
+                Error::new(ErrorKind::RetriesExhausted { attempts }).with_source(error)
+            ));
         };
         let delay = match decision {
             ErrorDecision::ReconnectAfter(d) => d,

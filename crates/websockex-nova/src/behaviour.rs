@@ -29,7 +29,7 @@
 
 use std::time::Duration;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::frame::{CloseCode, Frame};
 use crate::lifecycle::State;
 
@@ -196,14 +196,16 @@ pub trait ErrorHandler: Send + 'static {
     fn on_error(&mut self, error: &Error, context: &ErrorContext) -> ErrorDecision;
 }
 
-/// Reconnects after transient errors ([`Error::is_transient`]), stops on the rest
-/// (bad configuration, TLS failures, an upgrade refused with a 4xx other than 408/429).
+/// Reconnects after transient errors ([`Error::is_transient`]) and after a handler panic
+/// the supervisor restarts from ([`ErrorKind::HandlerPanicked`] reaches an error handler only
+/// while within the [`RestartLimit`](crate::RestartLimit)); stops on the rest (bad
+/// configuration, TLS failures, an upgrade refused with a 4xx other than 408/429).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultErrorHandler;
 
 impl ErrorHandler for DefaultErrorHandler {
     fn on_error(&mut self, error: &Error, _context: &ErrorContext) -> ErrorDecision {
-        if error.is_transient() {
+        if error.is_transient() || *error.kind() == ErrorKind::HandlerPanicked {
             ErrorDecision::Reconnect
         } else {
             ErrorDecision::Stop
@@ -249,7 +251,6 @@ impl std::fmt::Debug for Handlers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorKind;
 
     #[test]
     fn default_error_handler_stops_on_permanent_errors() {
@@ -263,6 +264,11 @@ mod tests {
         assert_eq!(h.on_error(&refused, &ctx), ErrorDecision::Stop);
         let unavailable = Error::new(ErrorKind::UpgradeRejected { status: 503 });
         assert_eq!(h.on_error(&unavailable, &ctx), ErrorDecision::Reconnect);
-        assert_eq!(h.on_error(&Error::new(ErrorKind::Protocol), &ctx), ErrorDecision::Reconnect);
+        assert_eq!(
+            h.on_error(&Error::new(ErrorKind::Protocol), &ctx),
+            ErrorDecision::Reconnect
+        );
+        let panicked = Error::new(ErrorKind::HandlerPanicked);
+        assert_eq!(h.on_error(&panicked, &ctx), ErrorDecision::Reconnect);
     }
 }

@@ -210,7 +210,12 @@ impl Client {
         let frame = Frame::close(code, reason);
         frame.validate_outgoing()?;
         let (reply, rx) = oneshot::channel();
-        if self.commands.send(Command::Close { frame, reply }).await.is_err() {
+        if self
+            .commands
+            .send(Command::Close { frame, reply })
+            .await
+            .is_err()
+        {
             return Ok(());
         }
         let _ = rx.await;

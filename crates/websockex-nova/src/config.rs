@@ -187,7 +187,9 @@ impl ClientConfig {
             }
         }
         if self.offline == (OfflinePolicy::Queue { capacity: 0 }) {
-            return Err(Error::config("offline queue capacity must be > 0 (or use Reject)"));
+            return Err(Error::config(
+                "offline queue capacity must be > 0 (or use Reject)",
+            ));
         }
         if self.restart.window.is_zero() {
             return Err(Error::config("restart window must be > 0"));
@@ -204,12 +206,16 @@ impl ClientConfig {
 
 /// Parses and checks a `ws://` / `wss://` URL.
 pub(crate) fn parse_url(url: &str) -> Result<Uri, Error> {
-    let uri: Uri = url
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| Error::config(format!("invalid URL {url:?}")).with_source(e))?;
+    let uri: Uri = url.parse().map_err(|e: http::uri::InvalidUri| {
+        Error::config(format!("invalid URL {url:?}")).with_source(e)
+    })?;
     match uri.scheme_str() {
         Some("ws") | Some("wss") => {}
-        _ => return Err(Error::config(format!("URL {url:?} must start with ws:// or wss://"))),
+        _ => {
+            return Err(Error::config(format!(
+                "URL {url:?} must start with ws:// or wss://"
+            )))
+        }
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(Error::config(format!("URL {url:?} has no host")));
@@ -253,7 +259,10 @@ mod tests {
     #[test]
     fn bad_input_is_a_typed_config_error() {
         for url in ["http://x", "ws://", "not a url", ""] {
-            assert!(ClientConfig::new(url).validate().unwrap_err().is_config(), "{url}");
+            assert!(
+                ClientConfig::new(url).validate().unwrap_err().is_config(),
+                "{url}"
+            );
         }
         let mut c = ClientConfig::new("ws://h");
         c.headers.push(("Sec-WebSocket-Key".into(), "x".into()));

@@ -77,7 +77,10 @@ pub enum ErrorKind {
     QueueFull,
     /// The connection is not ready and the offline policy rejects sends.
     NotReady,
-    /// A user handler panicked too often; supervision gave up.
+    /// A user handler panicked. Within the [`RestartLimit`](crate::RestartLimit) the
+    /// connection is restarted and this is the error its `Disconnected` event and the error
+    /// handler see (the default handler reconnects); beyond the limit supervision gives up and
+    /// the connection closes with it.
     HandlerPanicked,
     /// Serializing a value to JSON failed.
     Encode,
@@ -261,7 +264,9 @@ impl fmt::Display for Error {
             ErrorKind::Upgrade => f.write_str("WebSocket upgrade failed")?,
             ErrorKind::Timeout(kind) => write!(f, "{kind:?} timed out")?,
             ErrorKind::Protocol => f.write_str("server violated the WebSocket protocol")?,
-            ErrorKind::InvalidUtf8 => f.write_str("server sent a text message that is not UTF-8")?,
+            ErrorKind::InvalidUtf8 => {
+                f.write_str("server sent a text message that is not UTF-8")?
+            }
             ErrorKind::MessageTooBig { limit } => {
                 write!(f, "message exceeds the size limit of {limit} bytes")?
             }
@@ -286,8 +291,10 @@ impl fmt::Display for Error {
                 write!(f, "gave up reconnecting after {attempts} attempts")?
             }
             ErrorKind::QueueFull => f.write_str("queue full")?,
-            ErrorKind::NotReady => f.write_str("connection not ready and offline sends are rejected")?,
-            ErrorKind::HandlerPanicked => f.write_str("a handler panicked too often")?,
+            ErrorKind::NotReady => {
+                f.write_str("connection not ready and offline sends are rejected")?
+            }
+            ErrorKind::HandlerPanicked => f.write_str("a handler panicked")?,
             ErrorKind::Encode => f.write_str("could not encode the message")?,
         }
         if let Some(context) = &self.context {
@@ -316,7 +323,9 @@ impl fmt::Debug for Error {
 
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source.as_deref().map(|s| s as &(dyn StdError + 'static))
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn StdError + 'static))
     }
 }
 

@@ -241,9 +241,12 @@ impl Frame {
             Frame::Ping(b) | Frame::Pong(b) if b.len() > MAX_CONTROL_PAYLOAD => Err(Error::config(
                 format!("control frame payload of {} bytes exceeds 125", b.len()),
             )),
-            Frame::Close(Some(c)) if c.reason.len() > MAX_CONTROL_PAYLOAD - 2 => Err(
-                Error::config(format!("close reason of {} bytes exceeds 123", c.reason.len())),
-            ),
+            Frame::Close(Some(c)) if c.reason.len() > MAX_CONTROL_PAYLOAD - 2 => {
+                Err(Error::config(format!(
+                    "close reason of {} bytes exceeds 123",
+                    c.reason.len()
+                )))
+            }
             _ => Ok(()),
         }
     }

@@ -111,7 +111,11 @@ pub struct IllegalTransition {
 
 impl fmt::Display for IllegalTransition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "illegal lifecycle transition {} -> {}", self.from, self.to)
+        write!(
+            f,
+            "illegal lifecycle transition {} -> {}",
+            self.from, self.to
+        )
     }
 }
 
@@ -189,7 +193,14 @@ mod tests {
     #[test]
     fn full_cycle_counts_attempts() {
         let mut lc = Lifecycle::new();
-        for s in [Upgrading, Authenticating, Subscribing, Ready, Disconnected, Backoff] {
+        for s in [
+            Upgrading,
+            Authenticating,
+            Subscribing,
+            Ready,
+            Disconnected,
+            Backoff,
+        ] {
             lc.transition(s).unwrap();
         }
         let t = lc.transition(Connecting).unwrap();

@@ -390,10 +390,12 @@ mod tests {
 
     #[test]
     fn validate_rejects_bad_factor() {
-        let mut p = ReconnectPolicy::default();
-        p.strategy = Strategy::Exponential {
-            initial: ms(1),
-            factor: 0.5,
+        let p = ReconnectPolicy {
+            strategy: Strategy::Exponential {
+                initial: ms(1),
+                factor: 0.5,
+            },
+            ..Default::default()
         };
         assert!(p.validate().unwrap_err().is_config());
         assert!(ReconnectPolicy::default().validate().is_ok());

@@ -60,7 +60,11 @@ impl Connector {
                 .add_header(SEC_WEBSOCKET_PROTOCOL, offer)
                 .map_err(|e| error::from_ws(e, cfg.max_message_size))?;
         }
-        let tls = if secure { Some(tls_connector(cfg)?) } else { None };
+        let tls = if secure {
+            Some(tls_connector(cfg)?)
+        } else {
+            None
+        };
         Ok(Connector {
             uri,
             host,
@@ -110,10 +114,13 @@ impl Connector {
 
     /// The HTTP upgrade on an open stream.
     pub(crate) async fn upgrade(&self, stream: Stream) -> Result<Link, Error> {
-        let (ws, response) = tokio::time::timeout(self.upgrade_timeout, self.builder.connect_on(stream))
-            .await
-            .map_err(|_| Error::timeout(TimeoutKind::Upgrade, self.upgrade_timeout))?
-            .map_err(|e| error::from_ws(e, self.max_message).with_context(self.uri.to_string()))?;
+        let (ws, response) =
+            tokio::time::timeout(self.upgrade_timeout, self.builder.connect_on(stream))
+                .await
+                .map_err(|_| Error::timeout(TimeoutKind::Upgrade, self.upgrade_timeout))?
+                .map_err(|e| {
+                    error::from_ws(e, self.max_message).with_context(self.uri.to_string())
+                })?;
         let subprotocol = response
             .headers()
             .get(SEC_WEBSOCKET_PROTOCOL)
@@ -177,6 +184,19 @@ impl Link {
         match self.ws.next().await? {
             Ok(msg) => Some(Ok(Frame::from_message(msg))),
             Err(e) => Some(Err(error::from_ws(e, self.max_message))),
+        }
+    }
+
+    /// The next frame if the backend can produce one without waiting (from data already
+    /// read); `None` when it would have to wait for the socket.
+    pub(crate) fn try_recv(&mut self) -> Option<Option<Result<Frame, Error>>> {
+        let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+        match self.ws.poll_next_unpin(&mut cx) {
+            std::task::Poll::Pending => None,
+            std::task::Poll::Ready(item) => Some(item.map(|r| {
+                r.map(Frame::from_message)
+                    .map_err(|e| error::from_ws(e, self.max_message))
+            })),
         }
     }
 

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Instructions per message (valgrind callgrind: exact and repeatable on noisy machines).
+# Ir/msg = (Ir(N=N2) - Ir(N=N1)) / (N2 - N1), which cancels start-up and connect costs.
+# Usage: crates/websockex-nova-bench/instr.sh   (builds release first; ~1-2 min)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+N1=${N1:-10000}
+N2=${N2:-100000}
+SIZE=${SIZE:-350}
+cargo build --release -q -p websockex-nova-bench
+BIN=target/release/nova-bench
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$BIN" server --listen "127.0.0.1:$PORT" 2>/dev/null &
+SPID=$!
+trap 'kill $SPID 2>/dev/null || true' EXIT
+sleep 0.3
+OUT=$(mktemp -d)
+ir() { # client parse-flag n
+    local f="$OUT/cg.$1.$2.$3"
+    valgrind --tool=callgrind --callgrind-out-file="$f" "$BIN" stream --client "$1" $2 \
+        "ws://127.0.0.1:$PORT/stream?n=$3&size=$SIZE" >/dev/null 2>"$f.log"
+    grep -E '^summary:|^totals:' "$f" | head -1 | awk '{print $2}'
+}
+printf '%-18s %-9s %12s\n' client mode Ir/msg
+for mode in "" "--no-parse"; do
+    for client in raw nova; do
+        a=$(ir "$client" "$mode" "$N1")
+        b=$(ir "$client" "$mode" "$N2")
+        printf '%-18s %-9s %12.0f\n' "$client" "${mode:-parse}" "$(echo "($b - $a) / ($N2 - $N1)" | bc -l)"
+    done
+done

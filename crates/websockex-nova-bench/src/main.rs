@@ -1,0 +1,228 @@
+//! `nova-bench`: the loopback harness of DESIGN §6.
+//!
+//! * `nova-bench server --listen ADDR`: serves `/stream?n=N&size=S`: after the upgrade it
+//!   writes `N` pre-framed Deribit-shaped ticker notifications of exactly `S` bytes (4,096
+//!   distinct ones, cycled), in writes of up to 64 KiB, then `Close(1000)`. No work per message.
+//! * `nova-bench stream --client nova|raw URL [--no-parse]`: receives until the close and
+//!   prints one JSON line: messages, seconds, msgs/s, CPU ns per message. `raw` is a bare
+//!   tokio-websockets client; `nova` is the framework's `Client` reading its event stream.
+//!   With parsing (the default) each message is parsed into `serde_json::Value` and
+//!   `params.data.best_bid_price` is summed, exactly as the peer anchors did.
+//!
+//! `instr.sh` beside this crate counts instructions per message with callgrind.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio_websockets::{ClientBuilder, Limits, ServerBuilder};
+use websockex_nova::{Client, Event, Frame, KeepaliveConfig, ReconnectPolicy};
+use websockex_nova_testkit::{raw_frame, ticker_notification};
+
+#[derive(Parser)]
+#[command(name = "nova-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the load server.
+    Server {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9100")]
+        listen: SocketAddr,
+    },
+    /// Receive a stream and report.
+    Stream {
+        /// Which client.
+        #[arg(long, value_enum)]
+        client: Which,
+        /// e.g. ws://127.0.0.1:9100/stream?n=1000000&size=350
+        url: String,
+        /// Skip the JSON parse.
+        #[arg(long)]
+        no_parse: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Which {
+    /// websockex-nova's Client and event stream.
+    Nova,
+    /// A bare tokio-websockets client.
+    Raw,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match cli.command {
+        Cmd::Server { listen } => rt.block_on(server(listen)),
+        Cmd::Stream {
+            client,
+            url,
+            no_parse,
+        } => {
+            let cpu0 = cpu_time();
+            let (n, secs, checksum) = rt.block_on(async {
+                match client {
+                    Which::Nova => nova_stream(&url, !no_parse).await,
+                    Which::Raw => raw_stream(&url, !no_parse).await,
+                }
+            });
+            let cpu = cpu_time().saturating_sub(cpu0);
+            let name = match client {
+                Which::Nova => "websockex-nova",
+                Which::Raw => "tokio-websockets",
+            };
+            println!(
+                "{}",
+                serde_json::json!({
+                    "client": name,
+                    "parse": !no_parse,
+                    "messages": n,
+                    "seconds": secs,
+                    "msgs_per_sec": n as f64 / secs,
+                    "cpu_ns_per_msg": cpu.as_nanos() as f64 / n.max(1) as f64,
+                    "checksum": checksum,
+                })
+            );
+        }
+    }
+}
+
+/// User plus system CPU time of this process, from `/proc/self/stat` (clock ticks of 10 ms).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    Duration::from_millis(f.iter().sum::<u64>() * 10)
+}
+
+fn best_bid(text: &[u8]) -> f64 {
+    let v: serde_json::Value = serde_json::from_slice(text).expect("valid JSON");
+    v["params"]["data"]["best_bid_price"]
+        .as_f64()
+        .unwrap_or(0.0)
+}
+
+async fn raw_stream(url: &str, parse: bool) -> (u64, f64, f64) {
+    let (mut ws, _) = ClientBuilder::new()
+        .uri(url)
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let start = Instant::now();
+    let (mut n, mut sum) = (0u64, 0.0);
+    while let Some(msg) = ws.next().await {
+        let msg = msg.expect("stream");
+        if msg.is_close() {
+            break;
+        }
+        if msg.is_text() {
+            n += 1;
+            if parse {
+                sum += best_bid(msg.as_payload());
+            }
+        }
+    }
+    (n, start.elapsed().as_secs_f64(), sum)
+}
+
+async fn nova_stream(url: &str, parse: bool) -> (u64, f64, f64) {
+    let (client, mut events) = Client::builder(url)
+        .reconnect(ReconnectPolicy::never())
+        .keepalive(KeepaliveConfig::disabled())
+        .connect()
+        .await
+        .expect("connect");
+    let start = Instant::now();
+    let (mut n, mut sum) = (0u64, 0.0);
+    while let Some(event) = events.next().await {
+        match event {
+            Event::Message(Frame::Text(text)) => {
+                n += 1;
+                if parse {
+                    sum += best_bid(text.as_bytes());
+                }
+            }
+            Event::Disconnected { .. } | Event::Closed { .. } => break,
+            _ => {}
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    drop(client);
+    (n, secs, sum)
+}
+
+async fn server(listen: SocketAddr) {
+    let listener = TcpListener::bind(listen).await.expect("bind");
+    eprintln!(
+        "nova-bench server on ws://{}",
+        listener.local_addr().unwrap()
+    );
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let Ok((request, mut ws)) = ServerBuilder::new()
+                .limits(Limits::unlimited())
+                .accept(tcp)
+                .await
+            else {
+                return;
+            };
+            let query = request.uri().query().unwrap_or_default().to_owned();
+            let param = |key: &str, default: usize| {
+                query
+                    .split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .find(|(k, _)| *k == key)
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(default)
+            };
+            let (n, size) = (param("n", 100_000), param("size", 350));
+            let pool: Vec<Vec<u8>> = (0..4096u64)
+                .map(|i| raw_frame(true, 0x1, ticker_notification(i, size).as_bytes()))
+                .collect();
+            let mut buf = Vec::with_capacity(64 * 1024 + 512);
+            for i in 0..n {
+                buf.extend_from_slice(&pool[i % pool.len()]);
+                if buf.len() >= 64 * 1024 {
+                    if ws.get_mut().write_all(&buf).await.is_err() {
+                        return;
+                    }
+                    buf.clear();
+                }
+            }
+            buf.extend_from_slice(&raw_frame(true, 0x8, &1000u16.to_be_bytes()));
+            if ws.get_mut().write_all(&buf).await.is_err() {
+                return;
+            }
+            // Wait for the client's close (or EOF), at most 5 s.
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                while let Some(Ok(_)) = ws.next().await {}
+            })
+            .await;
+        });
+    }
+}
