@@ -50,6 +50,17 @@ enum Cmd {
         #[arg(long)]
         no_parse: bool,
     },
+    /// Open idle connections and report the resident memory each one costs.
+    Idle {
+        /// Which client.
+        #[arg(long, value_enum)]
+        client: Which,
+        /// An echo server, e.g. the one `nova serve` runs.
+        url: String,
+        /// Connections to measure (after 100 warm-up ones).
+        #[arg(long, default_value_t = 1000)]
+        conns: usize,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -68,6 +79,7 @@ fn main() {
         .expect("runtime");
     match cli.command {
         Cmd::Server { listen } => rt.block_on(server(listen)),
+        Cmd::Idle { client, url, conns } => rt.block_on(idle(client, &url, conns)),
         Cmd::Stream {
             client,
             url,
@@ -97,6 +109,71 @@ fn main() {
                     "checksum": checksum,
                 })
             );
+        }
+    }
+}
+
+/// Resident set size of this process in KiB, from `/proc/self/status`.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Opens 100 connections, measures RSS, opens `conns` more, waits, measures again.
+async fn idle(which: Which, url: &str, conns: usize) {
+    let mut nova = Vec::new();
+    let mut raw = Vec::new();
+    open_conns(which, url, 100, &mut nova, &mut raw).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib();
+    open_conns(which, url, conns, &mut nova, &mut raw).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib();
+    let name = match which {
+        Which::Nova => "websockex-nova",
+        Which::Raw => "tokio-websockets",
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "client": name,
+            "connections": conns,
+            "kib_per_conn": (after.saturating_sub(before)) as f64 / conns as f64,
+            "rss_kib": after,
+        })
+    );
+}
+
+async fn open_conns(
+    which: Which,
+    url: &str,
+    n: usize,
+    nova: &mut Vec<(Client, websockex_nova::Events)>,
+    raw: &mut Vec<tokio::task::JoinHandle<()>>,
+) {
+    for _ in 0..n {
+        match which {
+            Which::Nova => {
+                let parts = Client::builder(url).connect().await.expect("connect");
+                nova.push(parts);
+            }
+            Which::Raw => {
+                let (mut ws, _) = ClientBuilder::new()
+                    .uri(url)
+                    .expect("url")
+                    .connect()
+                    .await
+                    .expect("connect");
+                // A reader parked in next(), as a real client has.
+                raw.push(tokio::spawn(async move {
+                    while let Some(Ok(_)) = ws.next().await {}
+                }));
+            }
         }
     }
 }

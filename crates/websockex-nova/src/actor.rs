@@ -213,7 +213,7 @@ impl Actor {
                 .catch_unwind()
                 .await;
             match outcome {
-                Ok(result) => return self.finish(result).await,
+                Ok(result) => return Box::pin(self.finish(result)).await,
                 Err(panic) => {
                     let cause = panic_message(panic.as_ref());
                     let now = Instant::now();
@@ -230,7 +230,7 @@ impl Actor {
                     let error = Error::new(ErrorKind::HandlerPanicked).with_context(cause.clone());
                     if restarts > self.config.restart.max_restarts {
                         tracing::error!(target: "websockex_nova", event = "restart_limit", restarts, %cause, "giving up after repeated panics");
-                        return self.finish(Err(error)).await;
+                        return Box::pin(self.finish(Err(error))).await;
                     }
                     tracing::error!(target: "websockex_nova", event = "restarted", restarts, %cause, "connection restarted after a panic");
                     self.events.emit(Event::Restarted { restarts, cause }).await;
@@ -243,16 +243,20 @@ impl Actor {
     /// Connect, run, and reconnect until closed for good.
     async fn session(&mut self, resume: Option<Error>) -> Result<(), Error> {
         if let Some(error) = resume {
-            if let ControlFlow::Break(result) = self.after_loss(error, ErrorPhase::Link).await {
+            if let ControlFlow::Break(result) =
+                Box::pin(self.after_loss(error, ErrorPhase::Link)).await
+            {
                 return result;
             }
         }
         loop {
-            let link = match self.establish().await {
+            // Rare, large futures are boxed so the resident task stays small (a connect
+            // future alone holds the upgrade codec and the TLS handshake state).
+            let link = match Box::pin(self.establish()).await {
                 Ok(link) => link,
                 Err(ControlFlow::Break(result)) => return result,
                 Err(ControlFlow::Continue(error)) => {
-                    match self.after_loss(error, ErrorPhase::Connect).await {
+                    match Box::pin(self.after_loss(error, ErrorPhase::Connect)).await {
                         ControlFlow::Continue(()) => continue,
                         ControlFlow::Break(result) => return result,
                     }
@@ -262,7 +266,7 @@ impl Actor {
                 LinkEnd::Closed => return Ok(()),
                 LinkEnd::Lost(error) => {
                     if let ControlFlow::Break(result) =
-                        self.after_loss(error, ErrorPhase::Link).await
+                        Box::pin(self.after_loss(error, ErrorPhase::Link)).await
                     {
                         return result;
                     }
@@ -417,7 +421,7 @@ impl Actor {
                             Some(Err(e)) => {
                                 // The backend queued a close with the right code (1002,
                                 // 1007, 1009); let it go out before dropping the socket.
-                                link.finish_close(None, self.config.close_timeout).await;
+                                Box::pin(link.finish_close(None, self.config.close_timeout)).await;
                                 return LinkEnd::Lost(e);
                             }
                             None => {
@@ -427,7 +431,7 @@ impl Actor {
                         };
                         let inbound = self.on_frame(pings, frame);
                         if !matches!(inbound, Inbound::Done) {
-                            if let Some(end) = self.finish_inbound(link, pings, inbound).await {
+                            if let Some(end) = Box::pin(self.finish_inbound(link, pings, inbound)).await {
                                 return end;
                             }
                         }
@@ -507,13 +511,15 @@ impl Actor {
                         .err()
                         .map(LinkEnd::Lost);
                 }
-                Inbound::Blocked(event) => return self.deliver_blocking(link, pings, event).await,
+                Inbound::Blocked(event) => {
+                    return Box::pin(self.deliver_blocking(link, pings, event)).await
+                }
                 Inbound::ServerClose(close) => {
                     let (code, reason) = match close {
                         Some(c) => (Some(c.code), c.reason),
                         None => (None, String::new()),
                     };
-                    link.finish_close(None, self.config.close_timeout).await;
+                    Box::pin(link.finish_close(None, self.config.close_timeout)).await;
                     return Some(LinkEnd::Lost(Error::new(ErrorKind::ClosedByServer {
                         code,
                         reason,
@@ -531,10 +537,10 @@ impl Actor {
         cmd: Option<Command>,
     ) -> Option<LinkEnd> {
         match cmd {
-            None => Some(self.close_link(link, Frame::close_normal()).await),
+            None => Some(Box::pin(self.close_link(link, Frame::close_normal())).await),
             Some(Command::Close { frame, reply }) => {
                 self.close_waiters.push(reply);
-                Some(self.close_link(link, frame).await)
+                Some(Box::pin(self.close_link(link, frame)).await)
             }
             Some(Command::Send { frame, reply }) => {
                 if let Err(e) = link.send(frame, self.config.write_timeout).await {
@@ -748,5 +754,56 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "panic with a non-string payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use websockex_nova_testkit::{Script, TestServer};
+
+    /// Every idle connection carries its actor's future; the large, rare futures (connect,
+    /// close, backoff) are boxed so that this stays small. Guards against a regression that
+    /// would multiply the memory of a client holding thousands of connections.
+    #[tokio::test]
+    async fn resident_futures_stay_small() {
+        let server = TestServer::start(Script::echo()).await.unwrap();
+        let config = ClientConfig::new(server.url());
+        let (events, _events_rx) = mpsc::channel(1);
+        let (status, _status_rx) = watch::channel(Status {
+            state: State::Connecting,
+            attempt: 1,
+            connects: 0,
+        });
+        let (_commands_tx, commands) = mpsc::channel(1);
+        let connector = Arc::new(Connector::new(&config).unwrap());
+        let mut actor = Actor {
+            events: EventSink {
+                tx: events,
+                policy: config.overflow,
+                lagged: 0,
+                gone: false,
+            },
+            offline: VecDeque::new(),
+            backoff: Backoff::new(config.reconnect.clone()),
+            config,
+            connector: Arc::clone(&connector),
+            handlers: Handlers::default(),
+            commands,
+            status,
+            lifecycle: Lifecycle::new(),
+            restarts: VecDeque::new(),
+            close_waiters: Vec::new(),
+            ping_seq: 0,
+        };
+        let link = connector
+            .upgrade(connector.open().await.unwrap())
+            .await
+            .unwrap();
+        assert!(std::mem::size_of_val(&link) <= 64);
+        let run_link = std::mem::size_of_val(&actor.run_link(link));
+        let session = std::mem::size_of_val(&actor.session(None));
+        assert!(run_link <= 2048, "run_link future is {run_link} bytes");
+        assert!(session <= 3072, "session future is {session} bytes");
     }
 }

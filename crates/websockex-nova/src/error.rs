@@ -104,7 +104,11 @@ pub enum TimeoutKind {
     Ping,
 }
 
-/// The error type of websockex-nova. See the [module docs](self).
+/// The error type of websockex-nova.
+///
+/// Opaque: match on [`Error::kind`] or, better, ask the predicates ([`Error::is_disconnected`],
+/// [`Error::is_timeout`], [`Error::is_transient`], …). The underlying cause is kept as
+/// [`std::error::Error::source`], never stringified.
 ///
 /// Cheap to clone: the source is shared, so one failure can be reported to several waiters.
 #[derive(Clone)]

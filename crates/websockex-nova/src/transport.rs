@@ -127,7 +127,7 @@ impl Connector {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         Ok(Link {
-            ws,
+            ws: Box::new(ws),
             subprotocol,
             max_message: self.max_message,
         })
@@ -171,7 +171,9 @@ fn tls_connector(cfg: &ClientConfig) -> Result<tokio_websockets::Connector, Erro
 
 /// One established WebSocket link.
 pub(crate) struct Link {
-    ws: WebSocketStream<Stream>,
+    // Boxed: the stream is ~1.3 KiB (the TLS variant), and every future that holds the
+    // link by value would otherwise carry it inline, more than once.
+    ws: Box<WebSocketStream<Stream>>,
     pub(crate) subprotocol: Option<String>,
     max_message: usize,
 }
