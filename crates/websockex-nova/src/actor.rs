@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use rand::RngCore;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -60,6 +60,7 @@ pub(crate) fn run(
     config: ClientConfig,
     handlers: Handlers,
     rng: Option<Box<dyn RngCore + Send>>,
+    close_wanted: Arc<Notify>,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
     status: watch::Sender<Status>,
@@ -82,6 +83,9 @@ pub(crate) fn run(
             policy: config.overflow,
             lagged: 0,
             gone: false,
+            closing_wait: None,
+            close_wanted,
+            close_timeout: config.close_timeout,
         },
         offline: VecDeque::new(),
         config,
@@ -104,6 +108,13 @@ struct EventSink {
     policy: OverflowPolicy,
     lagged: u64,
     gone: bool,
+    /// While closing, lifecycle events wait at most this long for room: a consumer that
+    /// neither reads nor drops its stream must not make `close()` hang.
+    closing_wait: Option<Duration>,
+    /// Notified by the handles on `close()` and when the last one is dropped.
+    close_wanted: Arc<Notify>,
+    /// The close timeout, applied once a close is wanted.
+    close_timeout: Duration,
 }
 
 impl EventSink {
@@ -114,9 +125,32 @@ impl EventSink {
         }
         if self.lagged > 0 {
             let dropped = std::mem::take(&mut self.lagged);
-            self.gone |= self.tx.send(Event::Lagged { dropped }).await.is_err();
+            self.send(Event::Lagged { dropped }).await;
         }
-        self.gone |= self.tx.send(event).await.is_err();
+        self.send(event).await;
+    }
+
+    async fn send(&mut self, event: Event) {
+        let permit = match self.closing_wait {
+            Some(wait) => tokio::time::timeout(wait, self.tx.reserve()).await,
+            None => tokio::select! {
+                biased;
+                permit = self.tx.reserve() => Ok(permit),
+                () = self.close_wanted.notified() => {
+                    self.closing_wait = Some(self.close_timeout);
+                    tokio::time::timeout(self.close_timeout, self.tx.reserve()).await
+                }
+            },
+        };
+        match permit {
+            Ok(Ok(permit)) => permit.send(event),
+            Ok(Err(_)) => self.gone = true,
+            Err(_) => {
+                tracing::warn!(target: "websockex_nova", event = "dropped", "event stream full while closing; later events are dropped");
+                // Nobody is reading: the remaining events would wait in vain too.
+                self.gone = true;
+            }
+        }
     }
 
     /// Data messages, without waiting. `Err` hands the event back when the stream is
@@ -230,7 +264,9 @@ impl Actor {
                     let error = Error::new(ErrorKind::HandlerPanicked).with_context(cause.clone());
                     if restarts > self.config.restart.max_restarts {
                         tracing::error!(target: "websockex_nova", event = "restart_limit", restarts, %cause, "giving up after repeated panics");
-                        return Box::pin(self.finish(Err(error))).await;
+                        let fatal =
+                            Error::new(ErrorKind::RestartLimit { restarts }).with_source(error);
+                        return Box::pin(self.finish(Err(fatal))).await;
                     }
                     tracing::error!(target: "websockex_nova", event = "restarted", restarts, %cause, "connection restarted after a panic");
                     self.events.emit(Event::Restarted { restarts, cause }).await;
@@ -415,7 +451,7 @@ impl Actor {
                     // Drain what the socket already delivered before going back to
                     // `select!`: one wakeup, one clock read and one timer/command poll per
                     // batch instead of per message. Bounded so commands still get a turn.
-                    for _ in 0..INBOUND_BATCH {
+                    for handled in 1..=INBOUND_BATCH {
                         let frame = match item {
                             Some(Ok(frame)) => frame,
                             Some(Err(e)) => {
@@ -434,6 +470,11 @@ impl Actor {
                             if let Some(end) = Box::pin(self.finish_inbound(link, pings, inbound)).await {
                                 return end;
                             }
+                        }
+                        // Batch full: leave the rest to the next turn. (Reading one more
+                        // frame here would drop it with the loop.)
+                        if handled == INBOUND_BATCH {
+                            break;
                         }
                         match link.try_recv() {
                             Some(next) => item = next,
@@ -612,6 +653,7 @@ impl Actor {
     }
 
     async fn close_link(&mut self, link: &mut Link, frame: Frame) -> LinkEnd {
+        self.events.closing_wait = Some(self.config.close_timeout);
         self.set_state(State::Closing).await;
         let clean = link
             .finish_close(Some(frame), self.config.close_timeout)
@@ -687,6 +729,7 @@ impl Actor {
     }
 
     async fn finish(&mut self, result: Result<(), Error>) -> Result<(), Error> {
+        self.events.closing_wait = Some(self.config.close_timeout);
         if self.lifecycle.state() != State::Closing {
             self.set_state(State::Closing).await;
         }
@@ -783,6 +826,9 @@ mod tests {
                 policy: config.overflow,
                 lagged: 0,
                 gone: false,
+                closing_wait: None,
+                close_wanted: Arc::new(Notify::new()),
+                close_timeout: config.close_timeout,
             },
             offline: VecDeque::new(),
             backoff: Backoff::new(config.reconnect.clone()),

@@ -29,7 +29,7 @@
 
 use std::time::Duration;
 
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::frame::{CloseCode, Frame};
 use crate::lifecycle::State;
 
@@ -196,16 +196,16 @@ pub trait ErrorHandler: Send + 'static {
     fn on_error(&mut self, error: &Error, context: &ErrorContext) -> ErrorDecision;
 }
 
-/// Reconnects after transient errors ([`Error::is_transient`]) and after a handler panic
-/// the supervisor restarts from ([`ErrorKind::HandlerPanicked`] reaches an error handler only
-/// while within the [`RestartLimit`](crate::RestartLimit)); stops on the rest (bad
-/// configuration, TLS failures, an upgrade refused with a 4xx other than 408/429).
+/// Reconnects after transient errors ([`Error::is_transient`], which includes a handler
+/// panic the supervisor restarts from within the [`RestartLimit`](crate::RestartLimit));
+/// stops on the rest (bad configuration, TLS failures, an upgrade refused with a 4xx other
+/// than 408/429).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultErrorHandler;
 
 impl ErrorHandler for DefaultErrorHandler {
     fn on_error(&mut self, error: &Error, _context: &ErrorContext) -> ErrorDecision {
-        if error.is_transient() || *error.kind() == ErrorKind::HandlerPanicked {
+        if error.is_transient() {
             ErrorDecision::Reconnect
         } else {
             ErrorDecision::Stop
@@ -251,6 +251,7 @@ impl std::fmt::Debug for Handlers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
 
     #[test]
     fn default_error_handler_stops_on_permanent_errors() {

@@ -9,7 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::RngCore;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::actor::{self, Command};
 use crate::behaviour::{ConnectionHandler, ErrorHandler, Handlers, MessageHandler};
@@ -58,6 +60,19 @@ pub struct Status {
 pub struct Client {
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<Status>,
+    closer: Arc<Closer>,
+}
+
+/// Shared by all clones of one handle. Signals "close wanted" to the actor even while it is
+/// not reading commands (waiting for room in a full event stream): on an explicit close,
+/// and when the last handle is dropped.
+#[derive(Debug)]
+struct Closer(Arc<Notify>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
 }
 
 impl Client {
@@ -209,6 +224,7 @@ impl Client {
     pub async fn close_with(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
         let frame = Frame::close(code, reason);
         frame.validate_outgoing()?;
+        self.closer.0.notify_one();
         let (reply, rx) = oneshot::channel();
         if self
             .commands
@@ -432,10 +448,12 @@ impl ClientBuilder {
             connects: 0,
         };
         let (status_tx, status_rx) = watch::channel(initial);
+        let close_wanted = Arc::new(Notify::new());
         let fut = actor::run(
             self.config,
             self.handlers,
             self.rng,
+            Arc::clone(&close_wanted),
             cmd_rx,
             event_tx,
             status_tx,
@@ -444,6 +462,7 @@ impl ClientBuilder {
             Client {
                 commands: cmd_tx,
                 status: status_rx,
+                closer: Arc::new(Closer(close_wanted)),
             },
             Events { rx: event_rx },
             Connection { fut: Box::pin(fut) },

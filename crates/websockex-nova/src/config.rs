@@ -34,8 +34,10 @@ impl Default for OfflinePolicy {
 #[non_exhaustive]
 pub enum OverflowPolicy {
     /// Wait for room: the connection stops reading its socket and TCP pushes back on the
-    /// server. Nothing is dropped. Keepalive checks and commands wait too, so a consumer
-    /// that stops reading for longer than the keepalive timeout will see its link replaced.
+    /// server. Nothing is dropped. Commands (sends, pings, close) are still served, so a
+    /// consumer that sends from its event loop cannot deadlock; keepalive checks wait, so a
+    /// consumer that stops reading for longer than the keepalive timeout may see its link
+    /// replaced. While closing, the final lifecycle events wait at most the close timeout.
     #[default]
     Block,
     /// Drop the newest message, count it, and announce the count with

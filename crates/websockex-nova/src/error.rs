@@ -68,9 +68,11 @@ pub enum ErrorKind {
     },
     /// The connection has been closed (by the user, or for good after an error); it will not come back.
     Closed,
-    /// Reconnecting gave up after this many attempts.
+    /// Reconnecting gave up: [`ReconnectPolicy::max_retries`](crate::ReconnectPolicy::max_retries)
+    /// consecutive reconnect attempts failed (the count resets only after a link stayed up
+    /// for [`ReconnectPolicy::reset_after`](crate::ReconnectPolicy::reset_after)).
     RetriesExhausted {
-        /// The number of failed attempts.
+        /// The number of reconnect attempts made (not counting the connect before them).
         attempts: u32,
     },
     /// A bounded queue was full and the configured policy is to reject.
@@ -82,6 +84,12 @@ pub enum ErrorKind {
     /// handler see (the default handler reconnects); beyond the limit supervision gives up and
     /// the connection closes with it.
     HandlerPanicked,
+    /// The connection was restarted after panics more often than the
+    /// [`RestartLimit`](crate::RestartLimit) allows and is closed for good.
+    RestartLimit {
+        /// Restarts within the window, the last one included.
+        restarts: u32,
+    },
     /// Serializing a value to JSON failed.
     Encode,
 }
@@ -190,7 +198,7 @@ impl Error {
     pub fn is_closed(&self) -> bool {
         matches!(
             self.kind,
-            ErrorKind::Closed | ErrorKind::RetriesExhausted { .. } | ErrorKind::HandlerPanicked
+            ErrorKind::Closed | ErrorKind::RetriesExhausted { .. } | ErrorKind::RestartLimit { .. }
         )
     }
 
@@ -231,7 +239,8 @@ impl Error {
             | ErrorKind::MessageTooBig { .. }
             | ErrorKind::Upgrade
             | ErrorKind::QueueFull
-            | ErrorKind::NotReady => true,
+            | ErrorKind::NotReady
+            | ErrorKind::HandlerPanicked => true,
             ErrorKind::UpgradeRejected { status } => {
                 *status >= 500 || *status == 429 || *status == 408
             }
@@ -239,7 +248,7 @@ impl Error {
             | ErrorKind::Tls
             | ErrorKind::Closed
             | ErrorKind::RetriesExhausted { .. }
-            | ErrorKind::HandlerPanicked
+            | ErrorKind::RestartLimit { .. }
             | ErrorKind::Encode => false,
         }
     }
@@ -299,6 +308,9 @@ impl fmt::Display for Error {
                 f.write_str("connection not ready and offline sends are rejected")?
             }
             ErrorKind::HandlerPanicked => f.write_str("a handler panicked")?,
+            ErrorKind::RestartLimit { restarts } => {
+                write!(f, "gave up after {restarts} restarts caused by panics")?
+            }
             ErrorKind::Encode => f.write_str("could not encode the message")?,
         }
         if let Some(context) = &self.context {

@@ -9,10 +9,10 @@
 //! use std::time::{Duration, Instant};
 //! use websockex_nova::keepalive::{Keepalive, KeepaliveAction, KeepaliveConfig};
 //!
-//! let cfg = KeepaliveConfig {
-//!     ping_interval: Some(Duration::from_secs(10)),
-//!     timeout: Some(Duration::from_secs(25)),
-//! };
+//! // `#[non_exhaustive]`: start from the defaults and set the fields.
+//! let mut cfg = KeepaliveConfig::default();
+//! cfg.ping_interval = Some(Duration::from_secs(10));
+//! cfg.timeout = Some(Duration::from_secs(25));
 //! let t0 = Instant::now();
 //! let mut ka = Keepalive::new(cfg, t0);
 //! assert_eq!(ka.poll(t0 + Duration::from_secs(10)), KeepaliveAction::SendPing);
