@@ -93,6 +93,17 @@ fn main() {
                 }
             });
             let cpu = cpu_time().saturating_sub(cpu0);
+            // A benchmark that loses messages would flatter itself: insist on all of them.
+            let expected = url
+                .split(['?', '&'])
+                .find_map(|kv| kv.strip_prefix("n="))
+                .and_then(|v| v.parse::<u64>().ok());
+            if let Some(expected) = expected {
+                if n != expected {
+                    eprintln!("nova-bench: received {n} messages, the server sent {expected}");
+                    std::process::exit(1);
+                }
+            }
             let name = match client {
                 Which::Nova => "websockex-nova",
                 Which::Raw => "tokio-websockets",
