@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use websockex_nova::behaviour::{MessageClass, MessageDecision};
+use websockex_nova::behaviour::Classified;
 use websockex_nova::{
     Client, ClientBuilder, Event, Frame, KeepaliveConfig, MessageHandler, ReconnectPolicy,
 };
@@ -17,8 +17,8 @@ use websockex_nova::{
 struct Echo;
 
 impl MessageHandler for Echo {
-    fn handle(&mut self, frame: Frame, _class: MessageClass) -> MessageDecision {
-        MessageDecision::Reply(frame)
+    fn classify(&mut self, frame: &Frame) -> Classified {
+        Classified::Reply(frame.clone())
     }
 }
 

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_websockets::{CloseCode, Limits, Message, ServerBuilder, WebSocketStream};
 
 use crate::frame::{frame_header, raw_frame};
+use crate::rpc::RpcLink;
 use crate::script::{Plan, Step};
 use crate::server::{ActiveScript, Received, Shared, UpgradeRequest};
 
@@ -137,6 +138,7 @@ async fn run_inner(ctx: ConnCtx) -> io::Result<()> {
         ws,
         rx,
         serving,
+        rpc_links: Vec::new(),
     };
     session.run_steps(steps).await;
     Ok(())
@@ -254,17 +256,20 @@ async fn refuse(stream: &mut TcpStream, status: u16) -> io::Result<()> {
 }
 
 /// Whether the connection goes on after a step.
-enum Flow {
+pub(crate) enum Flow {
     Continue,
     End,
 }
 
-struct Session {
-    shared: Arc<Shared>,
-    conn: usize,
-    ws: WebSocketStream<TcpStream>,
-    rx: mpsc::UnboundedReceiver<String>,
-    serving: Arc<AtomicBool>,
+pub(crate) struct Session {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) conn: usize,
+    pub(crate) ws: WebSocketStream<TcpStream>,
+    pub(crate) rx: mpsc::UnboundedReceiver<String>,
+    pub(crate) serving: Arc<AtomicBool>,
+    /// The connection's registrations with JSON-RPC servers; they live as long as the
+    /// connection, so its subscriptions and token survive from one JSON-RPC step to the next.
+    pub(crate) rpc_links: Vec<RpcLink>,
 }
 
 impl Session {
@@ -341,22 +346,27 @@ impl Session {
                 self.stream(count, &message).await;
                 Flow::End
             }
+            Step::JsonRpc(rpc) => {
+                self.json_rpc(rpc, None).await;
+                Flow::End
+            }
+            Step::JsonRpcUntil(rpc, until) => self.json_rpc(rpc, Some(until)).await,
         }
     }
 
-    fn ended(&self, e: &tokio_websockets::Error) -> Flow {
+    pub(crate) fn ended(&self, e: &tokio_websockets::Error) -> Flow {
         tracing::debug!(conn = self.conn, error = %e, "testkit: connection error");
         Flow::End
     }
 
-    async fn send(&mut self, msg: Message) -> Flow {
+    pub(crate) async fn send(&mut self, msg: Message) -> Flow {
         match self.ws.send(msg).await {
             Ok(()) => Flow::Continue,
             Err(e) => self.ended(&e),
         }
     }
 
-    async fn flush(&mut self) -> Flow {
+    pub(crate) async fn flush(&mut self) -> Flow {
         match self.ws.flush().await {
             Ok(()) => Flow::Continue,
             Err(e) => self.ended(&e),
@@ -394,7 +404,7 @@ impl Session {
         Flow::Continue
     }
 
-    fn record(&self, msg: &Message) {
+    pub(crate) fn record(&self, msg: &Message) {
         let conn = self.conn;
         let r = if let Some(text) = msg.as_text() {
             Received::Text {
@@ -510,7 +520,7 @@ impl Session {
         }
     }
 
-    async fn close(&mut self, code: u16, reason: &str) -> Flow {
+    pub(crate) async fn close(&mut self, code: u16, reason: &str) -> Flow {
         let msg = if code == 1005 && reason.is_empty() {
             Some(Message::close(None, ""))
         } else {

@@ -24,6 +24,13 @@
 //!   [`TestServer::stop`] and [`TestServer::restart`] (same port), or swap the script for later
 //!   connections with [`TestServer::set_script`]. Push server messages with
 //!   [`TestServer::broadcast`].
+//! * Serve JSON-RPC 2.0 with an [`RpcServer`] ([`Step::JsonRpc`], [`Script::json_rpc`]):
+//!   answers by method (results, errors, closures, `-32601` by default), delays and reorders
+//!   responses, subscriptions with acks that can leave channels out, private channels and
+//!   methods behind an auth method with expiring tokens, a per-connection rate limit with
+//!   error responses, Deribit-style heartbeats that close with 4000 when unanswered, and a
+//!   record of every request. [`Step::JsonRpcUntil`] ends it on a condition ([`RpcUntil`]) so a
+//!   fault step such as [`Step::Drop`] can follow.
 //! * Dropping the server stops it and ends all of its tasks.
 //!
 //! The upgrade handshake is done by hand, so the server can refuse with any status, record the
@@ -81,9 +88,14 @@
 
 mod conn;
 mod frame;
+mod rpc;
 mod script;
 mod server;
 
 pub use frame::{raw_frame, ticker_notification};
+pub use rpc::{
+    Handler, Heartbeat, PrivateChannelPolicy, RateLimit, Reply, RpcBuilder, RpcError, RpcRequest,
+    RpcServer, RpcUntil,
+};
 pub use script::{Plan, Script, Step};
 pub use server::{Received, TestServer, UpgradeRequest};

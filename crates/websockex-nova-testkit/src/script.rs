@@ -4,6 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::rpc::{RpcServer, RpcUntil};
+
 /// One step of an accepted connection's [`Plan::Accept`] list.
 ///
 /// Steps run in order. Steps marked *terminal* end the connection when they end, so steps after
@@ -80,6 +82,17 @@ pub enum Step {
         /// The text of each message.
         message: String,
     },
+    /// Serve JSON-RPC 2.0 with this [`RpcServer`] until the client closes or the connection is
+    /// dropped (terminal). Pings and the close handshake are answered;
+    /// [`TestServer::broadcast`](crate::TestServer::broadcast) and [`RpcServer::notify`] reach
+    /// it.
+    JsonRpc(RpcServer),
+    /// Serve JSON-RPC 2.0 like [`Step::JsonRpc`] until the condition is met, then continue
+    /// with the next step: e.g. `JsonRpcUntil(rpc, RpcUntil::Method("private/buy".into()))`
+    /// then [`Step::Drop`] leaves that request (and any delayed responses) unanswered. The
+    /// connection keeps its subscriptions and token for later JSON-RPC steps with the same
+    /// server.
+    JsonRpcUntil(RpcServer, RpcUntil),
 }
 
 /// What the server does with one TCP connection.
@@ -105,6 +118,11 @@ impl Plan {
     /// `Plan::Accept(vec![Step::Echo])`.
     pub fn echo() -> Plan {
         Plan::Accept(vec![Step::Echo])
+    }
+
+    /// `Plan::Accept(vec![Step::JsonRpc(rpc)])`.
+    pub fn json_rpc(rpc: RpcServer) -> Plan {
+        Plan::Accept(vec![Step::JsonRpc(rpc)])
     }
 }
 
@@ -164,6 +182,11 @@ impl Script {
     /// Every connection: upgrade, then echo text and binary messages until the client closes.
     pub fn echo() -> Script {
         Script::plan(Plan::echo())
+    }
+
+    /// Every connection: upgrade, then serve JSON-RPC with `rpc` (shared by all connections).
+    pub fn json_rpc(rpc: RpcServer) -> Script {
+        Script::plan(Plan::json_rpc(rpc))
     }
 
     /// The same plan for every connection.

@@ -1,12 +1,20 @@
 //! The connection actor: one task per connection that owns all its mutable state.
 //!
-//! A thin `tokio::select!` loop over the command channel, the keepalive timer and the
-//! socket. Decisions live in the sans-IO parts ([`Lifecycle`], [`Backoff`], [`Keepalive`])
-//! and in the behaviours; this module only carries them out. A panic anywhere inside a
-//! session (a handler bug) is caught by [`Actor::supervise`], which restarts the session
-//! within the configured restart intensity.
+//! A thin `tokio::select!` loop over the command channel, one timer and the socket.
+//! Decisions live in the sans-IO parts ([`Lifecycle`], [`Backoff`], [`Keepalive`],
+//! [`Outbox`], [`Pending`]) and in the behaviours; this module only carries them out.
+//!
+//! After every upgrade the link is *restored* before it is Ready: authenticate (if an
+//! [`AuthHandler`](crate::behaviour::AuthHandler) is set), then resubscribe every
+//! confirmed channel in batches, acks checked channel by channel; inbound traffic is
+//! served all the while (notifications that arrive meanwhile are delivered). Only then
+//! does user traffic queued while offline flow, through the single writer: the outbox,
+//! metered by the rate limiter, with the framework's own calls ahead of the user's.
+//!
+//! A panic anywhere inside a session (a handler bug) is caught by [`Actor::supervise`],
+//! which restarts the session within the configured restart intensity.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::ops::ControlFlow;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,17 +29,22 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::behaviour::{
-    ConnectInfo, DisconnectDecision, DisconnectInfo, ErrorContext, ErrorDecision, ErrorPhase,
-    FrameDecision, Handlers, MessageDecision,
+    Classified, ConnectInfo, DisconnectDecision, DisconnectInfo, ErrorContext, ErrorDecision,
+    ErrorPhase, FrameDecision, Handlers,
 };
 use crate::client::Status;
 use crate::config::{ClientConfig, OfflinePolicy, OverflowPolicy};
 use crate::error::{Error, ErrorKind, TimeoutKind};
 use crate::event::Event;
 use crate::frame::{CloseCode, CloseFrame, Frame};
+use crate::json::{ApiError, RawJson, Secret};
 use crate::keepalive::{Keepalive, KeepaliveAction};
 use crate::lifecycle::{Lifecycle, State};
+use crate::outbox::{Next, Outbox, Queued};
+use crate::ratelimit::{OnLimit, Outgoing, RateLimitHandler, TokenBucket};
 use crate::reconnect::{Backoff, Strategy};
+use crate::rpc::Pending;
+use crate::subscription::{Registry, Route, SubscriptionEvent};
 use crate::transport::{Connector, Link};
 
 /// What a [`Client`](crate::Client) asks of its actor. Every variant carries a reply slot
@@ -39,6 +52,20 @@ use crate::transport::{Connector, Link};
 pub(crate) enum Command {
     Send {
         frame: Frame,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Request {
+        method: String,
+        params: String,
+        timeout: Option<Duration>,
+        reply: oneshot::Sender<Result<RawJson, Error>>,
+    },
+    Subscribe {
+        channels: Vec<String>,
+        reply: oneshot::Sender<Result<SubscribeOk, Error>>,
+    },
+    Unsubscribe {
+        channels: Vec<String>,
         reply: oneshot::Sender<Result<(), Error>>,
     },
     Ping {
@@ -50,15 +77,24 @@ pub(crate) enum Command {
     },
 }
 
+/// A confirmed subscription handed back to the handle.
+pub(crate) struct SubscribeOk {
+    pub(crate) rx: mpsc::Receiver<SubscriptionEvent>,
+    pub(crate) confirmed: Vec<String>,
+    pub(crate) refused: Vec<String>,
+}
+
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Most inbound frames handled per wakeup before commands and timers get a turn.
 const INBOUND_BATCH: usize = 64;
 
 /// Builds the actor and returns its future, instrumented with the connection span.
+#[allow(clippy::too_many_arguments)] // internal: the parts `ClientBuilder::build` made
 pub(crate) fn run(
     config: ClientConfig,
     handlers: Handlers,
+    rate_limit: Box<dyn RateLimitHandler>,
     rng: Option<Box<dyn RngCore + Send>>,
     close_wanted: Arc<Notify>,
     commands: mpsc::Receiver<Command>,
@@ -73,33 +109,19 @@ pub(crate) fn run(
         host = connector.host(),
         attempt = tracing::field::Empty,
     );
-    let backoff = match rng {
-        Some(rng) => Backoff::with_rng(config.reconnect.clone(), rng),
-        None => Backoff::new(config.reconnect.clone()),
-    };
-    let actor = Actor {
-        events: EventSink {
-            tx: events,
-            policy: config.overflow,
-            lagged: 0,
-            gone: false,
-            closing_wait: None,
-            close_wanted,
-            close_timeout: config.close_timeout,
-        },
-        offline: VecDeque::new(),
+    Ok(Actor::new(
         config,
         connector,
         handlers,
+        rate_limit,
+        rng,
+        close_wanted,
         commands,
+        events,
         status,
-        lifecycle: Lifecycle::new(),
-        backoff,
-        restarts: VecDeque::new(),
-        close_waiters: Vec::new(),
-        ping_seq: 0,
-    };
-    Ok(actor.supervise().instrument(span))
+    )
+    .supervise()
+    .instrument(span))
 }
 
 /// Delivers events under the overflow policy.
@@ -201,16 +223,72 @@ struct PendingPing {
     reply: Option<oneshot::Sender<Result<Duration, Error>>>,
 }
 
+/// Something queued for the single writer.
+enum Job {
+    /// A user frame; answered once written.
+    Send {
+        frame: Frame,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    /// A call (user request or the framework's own); its response goes to `waiter`.
+    Call {
+        method: String,
+        params: String,
+        timeout: Duration,
+        waiter: Waiter,
+    },
+}
+
+/// Who waits for a response.
+enum Waiter {
+    User(oneshot::Sender<Result<RawJson, Error>>),
+    Auth { refresh: bool },
+    Subscribe { group: u64, channels: Vec<String> },
+    Unsubscribe(Option<oneshot::Sender<Result<(), Error>>>),
+}
+
+/// The acks of one subscribe (user call or restore), possibly over several batches.
+struct Group {
+    remaining: usize,
+    confirmed: Vec<String>,
+    refused: Vec<String>,
+    error: Option<Error>,
+    /// A user's call: its reply slot and the stream to hand over. `None`: a restore.
+    user: Option<UserSubscribe>,
+}
+
+/// A user's subscribe call: its reply slot and the stream to hand over.
+type UserSubscribe = (
+    oneshot::Sender<Result<SubscribeOk, Error>>,
+    mpsc::Receiver<SubscriptionEvent>,
+);
+
+/// Where a link is in its restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Auth,
+    Subscribe { group: u64 },
+    Ready,
+}
+
 /// What is left to do about an inbound frame after the synchronous part.
 enum Inbound {
     /// Nothing.
     Done,
     /// Send the connection hook's reply, then handle the frame as data.
     HookReply(Frame, Frame),
-    /// Send the message handler's reply.
+    /// Send the message handler's reply now.
     Reply(Frame),
+    /// Answer a venue heartbeat at once, ahead of everything queued.
+    Heartbeat(Frame),
     /// The event stream is full under `OverflowPolicy::Block`: wait for room.
     Blocked(Event),
+    /// An answer to the framework's own call.
+    Internal(Waiter, Result<RawJson, ApiError>),
+    /// A user request was answered: its in-flight slot is free, write what waits.
+    Pump,
+    /// A subscription stream was dropped by its user: unsubscribe.
+    Abandoned,
     /// The server closed: finish the handshake.
     ServerClose(Option<CloseFrame>),
 }
@@ -223,22 +301,106 @@ enum LinkEnd {
     Closed,
 }
 
+/// A command after the part that needs no link.
+enum Accepted {
+    Done,
+    Ping(oneshot::Sender<Result<Duration, Error>>),
+    Close(Frame),
+}
+
 struct Actor {
     config: ClientConfig,
     connector: Arc<Connector>,
     handlers: Handlers,
+    rate_limit: Box<dyn RateLimitHandler>,
     commands: mpsc::Receiver<Command>,
     events: EventSink,
     status: watch::Sender<Status>,
     lifecycle: Lifecycle,
     backoff: Backoff,
-    offline: VecDeque<(Frame, oneshot::Sender<Result<(), Error>>)>,
     restarts: VecDeque<Instant>,
     close_waiters: Vec<oneshot::Sender<()>>,
     ping_seq: u64,
+    outbox: Outbox<Job>,
+    pending: Pending<Waiter>,
+    registry: Registry,
+    groups: HashMap<u64, Group>,
+    next_group: u64,
+    phase: Phase,
+    supports_requests: bool,
+    refresh_token: Option<Secret>,
+    refresh_at: Option<Instant>,
+    limiter_wake: Option<Instant>,
 }
 
 impl Actor {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        config: ClientConfig,
+        connector: Arc<Connector>,
+        mut handlers: Handlers,
+        rate_limit: Box<dyn RateLimitHandler>,
+        rng: Option<Box<dyn RngCore + Send>>,
+        close_wanted: Arc<Notify>,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<Event>,
+        status: watch::Sender<Status>,
+    ) -> Actor {
+        let backoff = match rng {
+            Some(rng) => Backoff::with_rng(config.reconnect.clone(), rng),
+            None => Backoff::new(config.reconnect.clone()),
+        };
+        let now = Instant::now().into_std();
+        let bucket = config
+            .rate_limit
+            .map(|rl| TokenBucket::new(rl.burst, rl.per_second, now));
+        let capacity = match config.offline {
+            OfflinePolicy::Queue { capacity } => capacity,
+            _ => config.command_capacity.max(1024),
+        };
+        let supports_requests = handlers
+            .message
+            .encode_request(0, "probe", "null")
+            .is_some();
+        Actor {
+            events: EventSink {
+                tx: events,
+                policy: config.overflow,
+                lagged: 0,
+                gone: false,
+                closing_wait: None,
+                close_wanted,
+                close_timeout: config.close_timeout,
+            },
+            outbox: Outbox::new(
+                capacity,
+                bucket,
+                config.rate_limit.and_then(|rl| rl.max_wait),
+                config.max_in_flight,
+            ),
+            pending: Pending::new(),
+            registry: Registry::default(),
+            groups: HashMap::new(),
+            next_group: 1,
+            phase: Phase::Ready,
+            supports_requests,
+            refresh_token: None,
+            refresh_at: None,
+            limiter_wake: None,
+            config,
+            connector,
+            handlers,
+            rate_limit,
+            commands,
+            status,
+            lifecycle: Lifecycle::new(),
+            backoff,
+            restarts: VecDeque::new(),
+            close_waiters: Vec::new(),
+            ping_seq: 0,
+        }
+    }
+
     /// Runs sessions until one ends; restarts after panics within the restart intensity.
     async fn supervise(mut self) -> Result<(), Error> {
         let mut resume: Option<Error> = None;
@@ -337,44 +499,242 @@ impl Actor {
         loop {
             tokio::select! {
                 out = &mut fut => return Ok(out),
-                cmd = self.commands.recv() => {
-                    if let ControlFlow::Break(()) = self.offline_command(cmd) {
-                        return Err(Ok(()));
-                    }
-                }
-            }
-        }
-    }
-
-    /// A command while not Ready. `Break` means: close now.
-    fn offline_command(&mut self, cmd: Option<Command>) -> ControlFlow<()> {
-        match cmd {
-            None => ControlFlow::Break(()),
-            Some(Command::Close { reply, .. }) => {
-                self.close_waiters.push(reply);
-                ControlFlow::Break(())
-            }
-            Some(Command::Ping { reply }) => {
-                let _ = reply.send(Err(Error::new(ErrorKind::NotReady)));
-                ControlFlow::Continue(())
-            }
-            Some(Command::Send { frame, reply }) => {
-                match self.config.offline {
-                    OfflinePolicy::Reject => {
+                cmd = self.commands.recv() => match self.accept(cmd) {
+                    Accepted::Done => {}
+                    Accepted::Ping(reply) => {
                         let _ = reply.send(Err(Error::new(ErrorKind::NotReady)));
                     }
-                    OfflinePolicy::Queue { capacity } if self.offline.len() >= capacity => {
-                        let _ = reply.send(Err(Error::new(ErrorKind::QueueFull)
-                            .with_context(format!("offline queue holds {capacity} frames"))));
-                    }
-                    OfflinePolicy::Queue { .. } => self.offline.push_back((frame, reply)),
-                }
-                ControlFlow::Continue(())
+                    Accepted::Close(_) => return Err(Ok(())),
+                },
             }
         }
     }
 
-    /// A link is up: greet, flush the offline queue, then serve until it ends.
+    fn ready(&self) -> bool {
+        self.phase == Phase::Ready && self.lifecycle.state() == State::Ready
+    }
+
+    /// The link-independent part of a command: queue it, or answer at once.
+    fn accept(&mut self, cmd: Option<Command>) -> Accepted {
+        let now = Instant::now();
+        let Some(cmd) = cmd else {
+            return Accepted::Close(Frame::close_normal());
+        };
+        match cmd {
+            Command::Close { frame, reply } => {
+                self.close_waiters.push(reply);
+                Accepted::Close(frame)
+            }
+            Command::Ping { reply } => Accepted::Ping(reply),
+            Command::Send { frame, reply } => {
+                let cost = self.cost(None, frame.len());
+                if let Err(e) = self.admit(cost, now) {
+                    let _ = reply.send(Err(e));
+                    return Accepted::Done;
+                }
+                self.push_user(Job::Send { frame, reply }, cost, false, now);
+                Accepted::Done
+            }
+            Command::Request {
+                method,
+                params,
+                timeout,
+                reply,
+            } => {
+                if !self.supports_requests {
+                    let _ = reply.send(Err(Error::new(ErrorKind::Unsupported)));
+                    return Accepted::Done;
+                }
+                let cost = self.cost(Some(&method), params.len());
+                if let Err(e) = self.admit(cost, now) {
+                    let _ = reply.send(Err(e));
+                    return Accepted::Done;
+                }
+                let job = Job::Call {
+                    method,
+                    params,
+                    timeout: timeout.unwrap_or(self.config.request_timeout),
+                    waiter: Waiter::User(reply),
+                };
+                self.push_user(job, cost, true, now);
+                Accepted::Done
+            }
+            Command::Subscribe { channels, reply } => {
+                self.subscribe(channels, reply, now);
+                Accepted::Done
+            }
+            Command::Unsubscribe { channels, reply } => {
+                self.unsubscribe(channels, Some(reply), now);
+                Accepted::Done
+            }
+        }
+    }
+
+    fn cost(&mut self, method: Option<&str>, len: usize) -> u32 {
+        if self.config.rate_limit.is_none() {
+            return 0;
+        }
+        self.rate_limit.cost(&Outgoing { method, len })
+    }
+
+    /// Whether user traffic of `cost` may be queued now (offline and rate-limit policies).
+    fn admit(&self, cost: u32, now: Instant) -> Result<(), Error> {
+        if self.config.offline == OfflinePolicy::Reject && !self.ready() {
+            return Err(Error::new(ErrorKind::NotReady));
+        }
+        if !self.outbox.payable(cost) {
+            return Err(Error::new(ErrorKind::RateLimited)
+                .with_context(format!("a cost of {cost} exceeds the rate limit's burst")));
+        }
+        if let Some(rl) = self.config.rate_limit {
+            if rl.on_limit == OnLimit::Reject
+                && self.ready()
+                && !self.outbox.could_send_now(cost, now.into_std())
+            {
+                return Err(Error::new(ErrorKind::RateLimited));
+            }
+        }
+        Ok(())
+    }
+
+    fn push_user(&mut self, job: Job, cost: u32, is_request: bool, now: Instant) {
+        let queued = Queued {
+            item: job,
+            cost,
+            is_request,
+            enqueued: now.into_std(),
+        };
+        if let Err(q) = self.outbox.push_user(queued) {
+            let len = self.outbox.user_len();
+            fail_job(
+                q.item,
+                Error::new(ErrorKind::QueueFull).with_context(format!("{len} frames waiting")),
+                &mut self.groups,
+                &mut self.registry,
+            );
+        }
+    }
+
+    fn push_control(&mut self, method: String, params: serde_json::Value, waiter: Waiter) {
+        let params = params.to_string();
+        let cost = self.cost(Some(&method), params.len());
+        self.outbox.push_control(Queued {
+            item: Job::Call {
+                method,
+                params,
+                timeout: self.config.request_timeout,
+                waiter,
+            },
+            cost,
+            is_request: true,
+            enqueued: Instant::now().into_std(),
+        });
+    }
+
+    /// A user's subscribe: register the channels, queue the calls (batched).
+    fn subscribe(
+        &mut self,
+        channels: Vec<String>,
+        reply: oneshot::Sender<Result<SubscribeOk, Error>>,
+        now: Instant,
+    ) {
+        if self.handlers.subscription.is_none() || !self.supports_requests {
+            let _ = reply.send(Err(Error::new(ErrorKind::Unsupported)
+                .with_context("no subscription behaviour configured")));
+            return;
+        }
+        if channels.is_empty() {
+            let _ = reply.send(Err(Error::config("subscribe needs at least one channel")));
+            return;
+        }
+        let mut unique = channels;
+        unique.sort();
+        unique.dedup();
+        if let Some(c) = unique.iter().find(|c| self.registry.contains(c)) {
+            let _ = reply.send(Err(Error::config(format!("already subscribed to {c:?}"))));
+            return;
+        }
+        let batch = self
+            .handlers
+            .subscription
+            .as_ref()
+            .map_or(64, |h| h.batch_size())
+            .max(1);
+        let (tx, rx) = mpsc::channel(self.config.subscription_capacity);
+        for c in &unique {
+            self.registry.insert(c.clone(), tx.clone());
+        }
+        let group = self.next_group;
+        self.next_group += 1;
+        let batches: Vec<Vec<String>> = unique.chunks(batch).map(<[String]>::to_vec).collect();
+        self.groups.insert(
+            group,
+            Group {
+                remaining: batches.len(),
+                confirmed: Vec::new(),
+                refused: Vec::new(),
+                error: None,
+                user: Some((reply, rx)),
+            },
+        );
+        for channels in batches {
+            let call = self
+                .handlers
+                .subscription
+                .as_mut()
+                .expect("checked above")
+                .subscribe(&channels);
+            let params = call.params.to_string();
+            let cost = self.cost(Some(&call.method), params.len());
+            let job = Job::Call {
+                method: call.method,
+                params,
+                timeout: self.config.request_timeout,
+                waiter: Waiter::Subscribe { group, channels },
+            };
+            self.push_user(job, cost, false, now);
+        }
+    }
+
+    /// Forget channels; tell the venue if the link is up.
+    fn unsubscribe(
+        &mut self,
+        channels: Vec<String>,
+        reply: Option<oneshot::Sender<Result<(), Error>>>,
+        now: Instant,
+    ) {
+        let known: Vec<String> = channels
+            .into_iter()
+            .filter(|c| self.registry.remove(c).is_some())
+            .collect();
+        let ready = self.ready();
+        let Some(handler) = self.handlers.subscription.as_mut() else {
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(()));
+            }
+            return;
+        };
+        if known.is_empty() || !ready {
+            // Nothing to tell, or nothing subscribed on the server side until restored
+            // (and the channels are no longer desired, so the restore skips them).
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(()));
+            }
+            return;
+        }
+        let call = handler.unsubscribe(&known);
+        let params = call.params.to_string();
+        let cost = self.cost(Some(&call.method), params.len());
+        let job = Job::Call {
+            method: call.method,
+            params,
+            timeout: self.config.request_timeout,
+            waiter: Waiter::Unsubscribe(reply),
+        };
+        self.push_user(job, cost, false, now);
+    }
+
+    /// A link is up: restore it (auth, subscriptions), then serve until it ends.
     async fn run_link(&mut self, mut link: Link) -> LinkEnd {
         let write_timeout = self.config.write_timeout;
         let info = ConnectInfo {
@@ -388,21 +748,19 @@ impl Actor {
                 return LinkEnd::Lost(e);
             }
         }
-        while let Some((frame, reply)) = self.offline.pop_front() {
-            if let Err(e) = link.send(frame, write_timeout).await {
-                let _ = reply.send(Err(Error::disconnected(false).with_source(e.clone())));
-                return LinkEnd::Lost(e);
-            }
-            let _ = reply.send(Ok(()));
+        if self.handlers.auth.is_some() {
+            self.set_state(State::Authenticating).await;
+            self.phase = Phase::Auth;
+            let call = self
+                .handlers
+                .auth
+                .as_mut()
+                .expect("checked")
+                .authenticate(None);
+            self.push_control(call.method, call.params, Waiter::Auth { refresh: false });
+        } else {
+            Box::pin(self.restore_subscriptions(&link)).await;
         }
-        self.set_state(State::Ready).await;
-        self.backoff.on_up(Instant::now().into_std());
-        self.events
-            .emit(Event::Connected {
-                attempt: self.lifecycle.attempt(),
-                subprotocol: link.subprotocol.clone(),
-            })
-            .await;
 
         let mut pings: Vec<PendingPing> = Vec::new();
         let end = self.serve_link(&mut link, &mut pings).await;
@@ -411,15 +769,130 @@ impl Actor {
                 let _ = reply.send(Err(Error::disconnected(true)));
             }
         }
+        self.link_gone();
         end
+    }
+
+    /// After auth: resubscribe every confirmed channel, or go Ready if there is none.
+    async fn restore_subscriptions(&mut self, link: &Link) {
+        let channels = self.registry.confirmed_channels();
+        let Some(handler) = self.handlers.subscription.as_mut() else {
+            return self.go_ready(link).await;
+        };
+        if channels.is_empty() {
+            return self.go_ready(link).await;
+        }
+        let batch = handler.batch_size().max(1);
+        let group = self.next_group;
+        self.next_group += 1;
+        let batches: Vec<Vec<String>> = channels.chunks(batch).map(<[String]>::to_vec).collect();
+        self.groups.insert(
+            group,
+            Group {
+                remaining: batches.len(),
+                confirmed: Vec::new(),
+                refused: Vec::new(),
+                error: None,
+                user: None,
+            },
+        );
+        for channels in batches {
+            let call = handler.subscribe(&channels);
+            let params = call.params.to_string();
+            let cost = if self.config.rate_limit.is_some() {
+                self.rate_limit.cost(&Outgoing {
+                    method: Some(&call.method),
+                    len: params.len(),
+                })
+            } else {
+                0
+            };
+            self.outbox.push_control(Queued {
+                item: Job::Call {
+                    method: call.method,
+                    params,
+                    timeout: self.config.request_timeout,
+                    waiter: Waiter::Subscribe { group, channels },
+                },
+                cost,
+                is_request: true,
+                enqueued: Instant::now().into_std(),
+            });
+        }
+        self.phase = Phase::Subscribe { group };
+        self.set_state(State::Subscribing).await;
+    }
+
+    async fn go_ready(&mut self, link: &Link) {
+        self.phase = Phase::Ready;
+        self.set_state(State::Ready).await;
+        self.backoff.on_up(Instant::now().into_std());
+        self.events
+            .emit(Event::Connected {
+                attempt: self.lifecycle.attempt(),
+                subprotocol: link.subprotocol.clone(),
+            })
+            .await;
+    }
+
+    /// The link is gone: answer what waited on it; keep what can go on the next one.
+    fn link_gone(&mut self) {
+        for waiter in self.pending.drain() {
+            match waiter {
+                Waiter::User(reply) => {
+                    let _ = reply.send(Err(Error::disconnected(true)));
+                }
+                Waiter::Subscribe { group, channels } => {
+                    self.group_lost(group, &channels);
+                }
+                Waiter::Unsubscribe(reply) => {
+                    // The server forgets every subscription with the connection.
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+                Waiter::Auth { .. } => {}
+            }
+        }
+        for job in self.outbox.link_lost() {
+            if let Job::Call {
+                waiter: Waiter::Subscribe { group, channels },
+                ..
+            } = job
+            {
+                self.group_lost(group, &channels);
+            }
+        }
+        self.phase = Phase::Ready;
+        self.refresh_at = None;
+        self.limiter_wake = None;
+    }
+
+    /// A subscribe call died with the link. A user's call fails (connection lost, like any
+    /// request); a restore is simply redone on the next link.
+    fn group_lost(&mut self, group: u64, channels: &[String]) {
+        let Some(g) = self.groups.remove(&group) else {
+            return;
+        };
+        if let Some((reply, _rx)) = g.user {
+            for c in channels.iter().chain(&g.confirmed) {
+                if let Some(e) = self.registry.remove(c) {
+                    drop(e);
+                }
+            }
+            let _ = reply.send(Err(Error::disconnected(true)));
+        }
     }
 
     async fn serve_link(&mut self, link: &mut Link, pings: &mut Vec<PendingPing>) -> LinkEnd {
         let mut keepalive = Keepalive::new(self.config.keepalive, Instant::now().into_std());
-        // Re-armed only when it fires: traffic moves the real deadline later, never earlier,
-        // so waking at a stale deadline is harmless and the hot path never touches the timer.
-        let far = Duration::from_secs(86_400 * 365);
-        let timer = tokio::time::sleep_until(keepalive_deadline(&keepalive, far));
+        if let Err(e) = self.pump(link).await {
+            return LinkEnd::Lost(e);
+        }
+        // Re-armed when it fires and after commands and answers; traffic only moves the
+        // keepalive deadline later, so waking at a stale deadline is harmless and the hot
+        // path never touches the timer.
+        let timer = tokio::time::sleep_until(self.next_wake(&keepalive));
         tokio::pin!(timer);
         loop {
             tokio::select! {
@@ -428,26 +901,18 @@ impl Actor {
                     if let Some(end) = self.on_command(link, pings, cmd).await {
                         return end;
                     }
+                    timer.as_mut().reset(self.next_wake(&keepalive));
                 }
                 () = &mut timer => {
-                    match keepalive.poll(Instant::now().into_std()) {
-                        KeepaliveAction::Dead => {
-                            let timeout = keepalive.timeout().unwrap_or_default();
-                            tracing::warn!(target: "websockex_nova", event = "dead_peer", ?timeout, "no traffic within the keepalive timeout");
-                            return LinkEnd::Lost(Error::timeout(TimeoutKind::Keepalive, timeout));
-                        }
-                        KeepaliveAction::SendPing => {
-                            if let Err(e) = self.send_ping(link, pings, None).await {
-                                return LinkEnd::Lost(e);
-                            }
-                        }
-                        KeepaliveAction::Idle => {}
+                    if let Some(end) = Box::pin(self.on_timer(link, pings, &mut keepalive)).await {
+                        return end;
                     }
-                    timer.as_mut().reset(keepalive_deadline(&keepalive, far));
+                    timer.as_mut().reset(self.next_wake(&keepalive));
                 }
                 item = link.recv() => {
                     keepalive.on_traffic(Instant::now().into_std());
                     let mut item = item;
+                    let mut rearm = false;
                     // Drain what the socket already delivered before going back to
                     // `select!`: one wakeup, one clock read and one timer/command poll per
                     // batch instead of per message. Bounded so commands still get a turn.
@@ -467,6 +932,7 @@ impl Actor {
                         };
                         let inbound = self.on_frame(pings, frame);
                         if !matches!(inbound, Inbound::Done) {
+                            rearm = true;
                             if let Some(end) = Box::pin(self.finish_inbound(link, pings, inbound)).await {
                                 return end;
                             }
@@ -481,13 +947,173 @@ impl Actor {
                             None => break,
                         }
                     }
+                    if rearm {
+                        timer.as_mut().reset(self.next_wake(&keepalive));
+                    }
                 }
             }
         }
     }
 
-    /// One inbound frame on a Ready link, synchronously: the hot path (deliver a message)
-    /// completes here; anything that needs I/O comes back as an [`Inbound`] to finish.
+    /// The earliest instant something is due.
+    fn next_wake(&mut self, keepalive: &Keepalive) -> Instant {
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        let mut wake = keepalive
+            .next_deadline()
+            .map(Instant::from_std)
+            .unwrap_or(far);
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                wake = wake.min(t);
+            }
+        };
+        consider(self.pending.next_deadline().map(Instant::from_std));
+        consider(self.limiter_wake);
+        if self.ready() {
+            consider(self.outbox.next_expiry().map(Instant::from_std));
+            consider(self.refresh_at);
+        }
+        wake
+    }
+
+    /// Whatever is due: keepalive, request timeouts, rate-limit waits, auth refresh.
+    async fn on_timer(
+        &mut self,
+        link: &mut Link,
+        pings: &mut Vec<PendingPing>,
+        keepalive: &mut Keepalive,
+    ) -> Option<LinkEnd> {
+        let now = Instant::now();
+        match keepalive.poll(now.into_std()) {
+            KeepaliveAction::Dead => {
+                let timeout = keepalive.timeout().unwrap_or_default();
+                tracing::warn!(target: "websockex_nova", event = "dead_peer", ?timeout, "no traffic within the keepalive timeout");
+                return Some(LinkEnd::Lost(Error::timeout(
+                    TimeoutKind::Keepalive,
+                    timeout,
+                )));
+            }
+            KeepaliveAction::SendPing => {
+                if let Err(e) = self.send_ping(link, pings, None).await {
+                    return Some(LinkEnd::Lost(e));
+                }
+            }
+            KeepaliveAction::Idle => {}
+        }
+        for (id, waiter) in self.pending.expired(now.into_std()) {
+            let err = Error::new(ErrorKind::Timeout(TimeoutKind::Request))
+                .with_context(format!("request {id}"));
+            match waiter {
+                Waiter::User(reply) => {
+                    self.outbox.request_done();
+                    let _ = reply.send(Err(err));
+                }
+                Waiter::Unsubscribe(reply) => {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(err));
+                    }
+                }
+                Waiter::Subscribe { group, channels }
+                    if self.groups.get(&group).is_some_and(|g| g.user.is_some()) =>
+                {
+                    self.group_lost(group, &channels);
+                }
+                // The framework's own calls unanswered: the link is not healthy.
+                Waiter::Auth { .. } | Waiter::Subscribe { .. } => {
+                    return Some(LinkEnd::Lost(err));
+                }
+            }
+        }
+        if self.ready() {
+            for job in self.outbox.expired(now.into_std()) {
+                let err = Error::new(ErrorKind::RateLimited)
+                    .with_context("waited longer than the rate limit's max_wait");
+                fail_job(job, err, &mut self.groups, &mut self.registry);
+            }
+            if self.refresh_at.is_some_and(|t| t <= now) {
+                self.refresh_at = None;
+                let refresh = self.refresh_token.clone();
+                if let Some(auth) = self.handlers.auth.as_mut() {
+                    let call = auth.authenticate(refresh.as_ref());
+                    tracing::debug!(target: "websockex_nova", event = "auth_refresh");
+                    self.push_control(
+                        call.method,
+                        call.params,
+                        Waiter::Auth {
+                            refresh: refresh.is_some(),
+                        },
+                    );
+                }
+            }
+        }
+        self.pump(link).await.err().map(LinkEnd::Lost)
+    }
+
+    /// Writes what the outbox lets go now.
+    async fn pump(&mut self, link: &mut Link) -> Result<(), Error> {
+        loop {
+            let ready = self.ready();
+            match self.outbox.next(Instant::now().into_std(), ready) {
+                Next::Write(q) => self.write_job(link, q.item).await?,
+                Next::WaitUntil(t) => {
+                    self.limiter_wake = Some(Instant::from_std(t));
+                    return Ok(());
+                }
+                Next::Idle => {
+                    self.limiter_wake = None;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn write_job(&mut self, link: &mut Link, job: Job) -> Result<(), Error> {
+        let write_timeout = self.config.write_timeout;
+        match job {
+            Job::Send { frame, reply } => match link.send(frame, write_timeout).await {
+                Ok(()) => {
+                    let _ = reply.send(Ok(()));
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(Error::disconnected(false).with_source(e.clone())));
+                    Err(e)
+                }
+            },
+            Job::Call {
+                method,
+                params,
+                timeout,
+                waiter,
+            } => {
+                let id = self.pending.allocate();
+                let Some(frame) = self.handlers.message.encode_request(id, &method, &params) else {
+                    fail_waiter(waiter, Error::new(ErrorKind::Unsupported), self);
+                    return Ok(());
+                };
+                tracing::debug!(target: "websockex_nova", event = "request_sent", id, %method);
+                match link.send(frame, write_timeout).await {
+                    Ok(()) => {
+                        self.pending
+                            .insert(id, waiter, (Instant::now() + timeout).into_std());
+                        Ok(())
+                    }
+                    Err(e) => {
+                        fail_waiter(
+                            waiter,
+                            Error::disconnected(false).with_source(e.clone()),
+                            self,
+                        );
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    /// One inbound frame on a link, synchronously: the hot paths (deliver a message, route
+    /// a notification, answer a user request) complete here; anything that needs I/O
+    /// comes back as an [`Inbound`] to finish.
     fn on_frame(&mut self, pings: &mut Vec<PendingPing>, frame: Frame) -> Inbound {
         match self.handlers.connection.on_frame(&frame) {
             FrameDecision::Continue => self.on_data(pings, frame),
@@ -500,16 +1126,27 @@ impl Actor {
         match frame {
             Frame::Text(_) | Frame::Binary(_) => {
                 tracing::trace!(target: "websockex_nova", event = "message_received", len = frame.len());
-                let class = self.handlers.message.classify(&frame);
-                match self.handlers.message.handle(frame, class) {
-                    MessageDecision::Deliver(frame) => {
-                        match self.events.try_deliver(Event::Message(frame)) {
-                            Ok(()) => Inbound::Done,
-                            Err(event) => Inbound::Blocked(event),
+                match self.handlers.message.classify(&frame) {
+                    Classified::Notification { channel, data } => {
+                        match self.registry.route(channel, data) {
+                            Route::Delivered | Route::Dropped => Inbound::Done,
+                            Route::Gone => Inbound::Abandoned,
+                            Route::Unknown => self.deliver(Event::Message(frame)),
                         }
                     }
-                    MessageDecision::Reply(reply) => Inbound::Reply(reply),
-                    MessageDecision::Consume => Inbound::Done,
+                    Classified::Response { id, result } => match self.pending.take(id) {
+                        Some(Waiter::User(reply)) => {
+                            self.outbox.request_done();
+                            let _ = reply.send(result.map_err(|e| Error::new(ErrorKind::Api(e))));
+                            Inbound::Pump
+                        }
+                        Some(waiter) => Inbound::Internal(waiter, result),
+                        None => self.deliver(Event::UnmatchedResponse { id, result }),
+                    },
+                    Classified::Heartbeat(answer) => Inbound::Heartbeat(answer),
+                    Classified::Reply(reply) => Inbound::Reply(reply),
+                    Classified::Consume => Inbound::Done,
+                    Classified::Other => self.deliver(Event::Message(frame)),
                 }
             }
             Frame::Pong(payload) => {
@@ -529,6 +1166,13 @@ impl Actor {
         }
     }
 
+    fn deliver(&mut self, event: Event) -> Inbound {
+        match self.events.try_deliver(event) {
+            Ok(()) => Inbound::Done,
+            Err(event) => Inbound::Blocked(event),
+        }
+    }
+
     /// The I/O part of handling an inbound frame.
     async fn finish_inbound(
         &mut self,
@@ -545,6 +1189,14 @@ impl Actor {
                     }
                     inbound = self.on_data(pings, frame);
                 }
+                Inbound::Heartbeat(answer) => {
+                    tracing::debug!(target: "websockex_nova", event = "heartbeat_answered");
+                    return link
+                        .send(answer, self.config.write_timeout)
+                        .await
+                        .err()
+                        .map(LinkEnd::Lost);
+                }
                 Inbound::Reply(reply) => {
                     return link
                         .send(reply, self.config.write_timeout)
@@ -552,9 +1204,19 @@ impl Actor {
                         .err()
                         .map(LinkEnd::Lost);
                 }
-                Inbound::Blocked(event) => {
-                    return Box::pin(self.deliver_blocking(link, pings, event)).await
+                Inbound::Pump => return self.pump(link).await.err().map(LinkEnd::Lost),
+                Inbound::Abandoned => {
+                    let gone = self.registry.abandoned();
+                    self.unsubscribe(gone, None, Instant::now());
+                    return self.pump(link).await.err().map(LinkEnd::Lost);
                 }
+                Inbound::Internal(waiter, result) => {
+                    if let Some(end) = self.on_internal(link, waiter, result).await {
+                        return Some(end);
+                    }
+                    return self.pump(link).await.err().map(LinkEnd::Lost);
+                }
+                Inbound::Blocked(event) => return self.deliver_blocking(link, pings, event).await,
                 Inbound::ServerClose(close) => {
                     let (code, reason) = match close {
                         Some(c) => (Some(c.code), c.reason),
@@ -570,28 +1232,156 @@ impl Actor {
         }
     }
 
-    /// A command on a Ready link.
+    /// An answer to the framework's own call: auth, subscribe, unsubscribe.
+    async fn on_internal(
+        &mut self,
+        link: &mut Link,
+        waiter: Waiter,
+        result: Result<RawJson, ApiError>,
+    ) -> Option<LinkEnd> {
+        match waiter {
+            Waiter::User(_) => None,
+            Waiter::Unsubscribe(reply) => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(
+                        result
+                            .map(|_| ())
+                            .map_err(|e| Error::new(ErrorKind::Api(e))),
+                    );
+                }
+                None
+            }
+            Waiter::Auth { refresh } => {
+                let auth = self.handlers.auth.as_mut()?;
+                match auth.granted(result.as_ref()) {
+                    Ok(grant) => {
+                        let margin = auth.refresh_margin();
+                        self.refresh_token = grant.refresh_token;
+                        self.refresh_at = grant.expires_in.map(|e| {
+                            Instant::now() + e.saturating_sub(margin).max(Duration::from_millis(1))
+                        });
+                        tracing::info!(target: "websockex_nova", event = "authenticated", refresh, expires_in = ?grant.expires_in);
+                        self.events
+                            .emit(Event::Authenticated {
+                                expires_in: grant.expires_in,
+                                refreshed: refresh,
+                            })
+                            .await;
+                        if self.phase == Phase::Auth {
+                            Box::pin(self.restore_subscriptions(link)).await;
+                        }
+                        None
+                    }
+                    Err(e) if refresh => {
+                        // A refused refresh: fall back to the full credentials once.
+                        tracing::warn!(target: "websockex_nova", event = "auth_refresh_failed", error = %e);
+                        let call = auth.authenticate(None);
+                        self.push_control(
+                            call.method,
+                            call.params,
+                            Waiter::Auth { refresh: false },
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "websockex_nova", event = "auth_failed", error = %e);
+                        Some(LinkEnd::Lost(e))
+                    }
+                }
+            }
+            Waiter::Subscribe { group, channels } => {
+                let confirmed = match &result {
+                    Ok(ack) => match self.handlers.subscription.as_mut() {
+                        Some(h) => h.confirmed(&channels, ack),
+                        None => Ok(Vec::new()),
+                    },
+                    Err(api) => Err(Error::new(ErrorKind::Api(api.clone()))),
+                };
+                let g = self.groups.get_mut(&group)?;
+                let confirmed = confirmed.unwrap_or_else(|e| {
+                    g.error = Some(e);
+                    Vec::new()
+                });
+                for c in channels {
+                    if confirmed.contains(&c) {
+                        self.registry.confirm(&c);
+                        g.confirmed.push(c);
+                    } else {
+                        self.registry.remove(&c);
+                        g.refused.push(c);
+                    }
+                }
+                g.remaining -= 1;
+                if g.remaining == 0 {
+                    let g = self.groups.remove(&group).expect("present");
+                    self.group_done(link, group, g).await;
+                }
+                None
+            }
+        }
+    }
+
+    async fn group_done(&mut self, link: &Link, group: u64, g: Group) {
+        if !g.refused.is_empty() {
+            tracing::warn!(target: "websockex_nova", event = "subscription_refused", channels = ?g.refused);
+            self.events
+                .emit(Event::SubscriptionRefused {
+                    channels: g.refused.clone(),
+                })
+                .await;
+        }
+        match g.user {
+            Some((reply, rx)) => {
+                let outcome = if g.confirmed.is_empty() {
+                    let mut err = Error::new(ErrorKind::SubscriptionRefused {
+                        channels: g.refused,
+                    });
+                    if let Some(cause) = g.error {
+                        err = err.with_source(cause);
+                    }
+                    Err(err)
+                } else {
+                    tracing::info!(target: "websockex_nova", event = "subscribed", channels = g.confirmed.len());
+                    Ok(SubscribeOk {
+                        rx,
+                        confirmed: g.confirmed,
+                        refused: g.refused,
+                    })
+                };
+                if let Err(Ok(ok)) = reply.send(outcome) {
+                    // The caller gave up waiting: unsubscribe what was confirmed.
+                    let now = Instant::now();
+                    self.unsubscribe(ok.confirmed, None, now);
+                }
+            }
+            None => {
+                tracing::info!(target: "websockex_nova", event = "resubscribed", channels = g.confirmed.len(), refused = g.refused.len());
+                self.registry
+                    .announce(&g.confirmed, &SubscriptionEvent::Resubscribed);
+                self.events
+                    .emit(Event::Resubscribed {
+                        channels: g.confirmed.len(),
+                        refused: g.refused,
+                    })
+                    .await;
+                if self.phase == (Phase::Subscribe { group }) {
+                    self.go_ready(link).await;
+                }
+            }
+        }
+    }
+
+    /// A command on a live link.
     async fn on_command(
         &mut self,
         link: &mut Link,
         pings: &mut Vec<PendingPing>,
         cmd: Option<Command>,
     ) -> Option<LinkEnd> {
-        match cmd {
-            None => Some(Box::pin(self.close_link(link, Frame::close_normal())).await),
-            Some(Command::Close { frame, reply }) => {
-                self.close_waiters.push(reply);
-                Some(Box::pin(self.close_link(link, frame)).await)
-            }
-            Some(Command::Send { frame, reply }) => {
-                if let Err(e) = link.send(frame, self.config.write_timeout).await {
-                    let _ = reply.send(Err(Error::disconnected(false).with_source(e.clone())));
-                    return Some(LinkEnd::Lost(e));
-                }
-                let _ = reply.send(Ok(()));
-                None
-            }
-            Some(Command::Ping { reply }) => self
+        match self.accept(cmd) {
+            Accepted::Done => self.pump(link).await.err().map(LinkEnd::Lost),
+            Accepted::Close(frame) => Some(Box::pin(self.close_link(link, frame)).await),
+            Accepted::Ping(reply) => self
                 .send_ping(link, pings, Some(reply))
                 .await
                 .err()
@@ -733,8 +1523,13 @@ impl Actor {
         if self.lifecycle.state() != State::Closing {
             self.set_state(State::Closing).await;
         }
-        for (_, reply) in self.offline.drain(..) {
-            let _ = reply.send(Err(Error::closed()));
+        for job in self.outbox.drain_all() {
+            fail_job(job, Error::closed(), &mut self.groups, &mut self.registry);
+        }
+        for (_, g) in self.groups.drain() {
+            if let Some((reply, _)) = g.user {
+                let _ = reply.send(Err(Error::closed()));
+            }
         }
         self.set_state(State::Closed).await;
         match &result {
@@ -754,6 +1549,9 @@ impl Actor {
         while let Ok(cmd) = self.commands.try_recv() {
             match cmd {
                 Command::Send { reply, .. } => drop(reply.send(Err(Error::closed()))),
+                Command::Request { reply, .. } => drop(reply.send(Err(Error::closed()))),
+                Command::Subscribe { reply, .. } => drop(reply.send(Err(Error::closed()))),
+                Command::Unsubscribe { reply, .. } => drop(reply.send(Ok(()))),
                 Command::Ping { reply } => drop(reply.send(Err(Error::closed()))),
                 Command::Close { reply, .. } => drop(reply.send(())),
             }
@@ -783,11 +1581,51 @@ impl Actor {
     }
 }
 
-fn keepalive_deadline(keepalive: &Keepalive, far: Duration) -> Instant {
-    keepalive
-        .next_deadline()
-        .map(Instant::from_std)
-        .unwrap_or_else(|| Instant::now() + far)
+/// Answers a job that will never be written.
+fn fail_job(job: Job, err: Error, groups: &mut HashMap<u64, Group>, registry: &mut Registry) {
+    match job {
+        Job::Send { reply, .. } => {
+            let _ = reply.send(Err(err));
+        }
+        Job::Call { waiter, .. } => match waiter {
+            Waiter::User(reply) => {
+                let _ = reply.send(Err(err));
+            }
+            Waiter::Unsubscribe(reply) => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(err));
+                }
+            }
+            Waiter::Subscribe { group, channels } => {
+                for c in &channels {
+                    registry.remove(c);
+                }
+                if let Some(g) = groups.remove(&group) {
+                    for c in &g.confirmed {
+                        registry.remove(c);
+                    }
+                    if let Some((reply, _)) = g.user {
+                        let _ = reply.send(Err(err));
+                    }
+                }
+            }
+            Waiter::Auth { .. } => {}
+        },
+    }
+}
+
+/// Answers a waiter whose call could not be written.
+fn fail_waiter(waiter: Waiter, err: Error, actor: &mut Actor) {
+    if matches!(waiter, Waiter::User(_)) {
+        actor.outbox.request_done();
+    }
+    let job = Job::Call {
+        method: String::new(),
+        params: String::new(),
+        timeout: Duration::ZERO,
+        waiter,
+    };
+    fail_job(job, err, &mut actor.groups, &mut actor.registry);
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
@@ -820,28 +1658,17 @@ mod tests {
         });
         let (_commands_tx, commands) = mpsc::channel(1);
         let connector = Arc::new(Connector::new(&config).unwrap());
-        let mut actor = Actor {
-            events: EventSink {
-                tx: events,
-                policy: config.overflow,
-                lagged: 0,
-                gone: false,
-                closing_wait: None,
-                close_wanted: Arc::new(Notify::new()),
-                close_timeout: config.close_timeout,
-            },
-            offline: VecDeque::new(),
-            backoff: Backoff::new(config.reconnect.clone()),
+        let mut actor = Actor::new(
             config,
-            connector: Arc::clone(&connector),
-            handlers: Handlers::default(),
+            Arc::clone(&connector),
+            Handlers::default(),
+            Box::new(crate::ratelimit::DefaultRateLimitHandler),
+            None,
+            Arc::new(Notify::new()),
             commands,
+            events,
             status,
-            lifecycle: Lifecycle::new(),
-            restarts: VecDeque::new(),
-            close_waiters: Vec::new(),
-            ping_seq: 0,
-        };
+        );
         let link = connector
             .upgrade(connector.open().await.unwrap())
             .await

@@ -8,11 +8,14 @@
 //! | trait | decides | default |
 //! |---|---|---|
 //! | [`ConnectionHandler`] | frames to send on connect, reconnect or stop on disconnect, raw frame hook | [`DefaultConnectionHandler`] |
-//! | [`MessageHandler`] | classify a data message and deliver, answer or drop it | [`DefaultMessageHandler`] |
+//! | [`MessageHandler`] | the envelope: classify a data message (response, notification, heartbeat, other), encode requests | [`DefaultMessageHandler`], [`JsonRpcHandler`](crate::jsonrpc::JsonRpcHandler) |
+//! | [`SubscriptionHandler`] | subscribe / unsubscribe calls, which channels an ack confirms, batch size | [`JsonRpcSubscriptions`](crate::jsonrpc::JsonRpcSubscriptions) |
+//! | [`AuthHandler`] | the auth call, reading the grant, refresh margin | [`JsonRpcAuth`](crate::jsonrpc::JsonRpcAuth) |
 //! | [`ErrorHandler`] | ignore, reconnect (now or after a delay) or stop | [`DefaultErrorHandler`] |
 //!
-//! The remaining concerns of the design (subscription, auth, rate limit, logging, metrics,
-//! codec) join [`Handlers`] the same way: one trait, one `Default…` type, one boxed field.
+//! Rate limiting is configuration ([`RateLimit`](crate::RateLimit)) applied at the single
+//! writer. The remaining concerns of the design (logging, metrics, codec) join [`Handlers`]
+//! the same way: one trait, one `Default…` type, one boxed field.
 //!
 //! A closure is an [`ErrorHandler`]:
 //!
@@ -31,6 +34,7 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::frame::{CloseCode, Frame};
+use crate::json::{ApiError, RawJson, Secret, TextSlice};
 use crate::lifecycle::State;
 
 /// What a [`ConnectionHandler`] learns when a link comes up.
@@ -107,45 +111,56 @@ pub struct DefaultConnectionHandler;
 
 impl ConnectionHandler for DefaultConnectionHandler {}
 
-/// The kind of an inbound data message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What an inbound data message is, decided once from its envelope.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub enum MessageClass {
-    /// A reply to a request.
-    Response,
-    /// A server push (subscription data).
-    Notification,
-    /// A venue-level heartbeat that wants an answer.
-    Heartbeat,
-    /// An error report from the server.
-    Error,
-    /// Anything else.
+pub enum Classified {
+    /// The reply to request `id`: its `result`, or the API's error object.
+    Response {
+        /// The request id.
+        id: u64,
+        /// `result` (a slice of the frame) or `error`.
+        result: Result<RawJson, ApiError>,
+    },
+    /// A push for a subscribed channel.
+    Notification {
+        /// The channel (a slice of the frame).
+        channel: TextSlice,
+        /// The payload (a slice of the frame).
+        data: RawJson,
+    },
+    /// A venue heartbeat that wants this answer; it is sent ahead of all queued traffic
+    /// and never waits for the rate limiter.
+    Heartbeat(Frame),
+    /// Answer with this frame right away, before the next frame is read; the message is
+    /// not delivered.
+    Reply(Frame),
+    /// The handler consumed the message.
+    Consume,
+    /// Anything else: delivered as [`Event::Message`](crate::Event::Message).
     Other,
 }
 
-/// What to do with an inbound data message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MessageDecision {
-    /// Hand it to the user (event stream).
-    Deliver(Frame),
-    /// Answer with this frame ahead of queued traffic; the message is not delivered.
-    Reply(Frame),
-    /// Drop it silently: the handler consumed it.
-    Consume,
-}
-
-/// Message-level hooks.
+/// Message-level hooks: the envelope format of a venue.
+///
+/// The default ([`DefaultMessageHandler`]) classifies nothing: every data message is
+/// delivered as it came, and requests are not supported. [`JsonRpcHandler`] understands
+/// JSON-RPC 2.0; a venue with another envelope (`{"op":"subscribe"}`, `{"event":…}`)
+/// implements this trait instead of forking the core.
+///
+/// [`JsonRpcHandler`]: crate::jsonrpc::JsonRpcHandler
 pub trait MessageHandler: Send + 'static {
-    /// Says what kind of message this is. Called once per data message.
-    fn classify(&mut self, frame: &Frame) -> MessageClass {
+    /// Says what a data message is. Called once per text or binary message.
+    fn classify(&mut self, frame: &Frame) -> Classified {
         let _ = frame;
-        MessageClass::Other
+        Classified::Other
     }
 
-    /// Decides what becomes of the message.
-    fn handle(&mut self, frame: Frame, class: MessageClass) -> MessageDecision {
-        let _ = class;
-        MessageDecision::Deliver(frame)
+    /// The frame for request `id` calling `method` with `params` (JSON text), or `None`
+    /// when this envelope has no requests.
+    fn encode_request(&mut self, id: u64, method: &str, params: &str) -> Option<Frame> {
+        let _ = (id, method, params);
+        None
     }
 }
 
@@ -154,6 +169,68 @@ pub trait MessageHandler: Send + 'static {
 pub struct DefaultMessageHandler;
 
 impl MessageHandler for DefaultMessageHandler {}
+
+/// One call the framework makes on its own behalf (auth, subscribe, unsubscribe).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    /// Method name.
+    pub method: String,
+    /// Parameters.
+    pub params: serde_json::Value,
+}
+
+/// Subscription hooks: the frames for subscribe and unsubscribe, and the reading of acks.
+pub trait SubscriptionHandler: Send + 'static {
+    /// The call that subscribes to `channels` (at most [`batch_size`](Self::batch_size)).
+    fn subscribe(&mut self, channels: &[String]) -> Call;
+
+    /// The call that unsubscribes from `channels`.
+    fn unsubscribe(&mut self, channels: &[String]) -> Call;
+
+    /// The channels an acknowledgement confirms. Channels asked for but missing here are
+    /// reported as refused.
+    ///
+    /// # Errors
+    ///
+    /// A decode error if the ack has an unexpected shape.
+    fn confirmed(&mut self, requested: &[String], ack: &RawJson) -> Result<Vec<String>, Error>;
+
+    /// The most channels one subscribe call may carry.
+    fn batch_size(&self) -> usize {
+        64
+    }
+}
+
+/// A successful authentication.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthGrant {
+    /// How long the grant is valid (`None`: until the connection ends).
+    pub expires_in: Option<Duration>,
+    /// A credential to refresh with before expiry, when the venue has one.
+    pub refresh_token: Option<Secret>,
+}
+
+/// Authentication hooks. Run after every (re)connect before subscriptions are restored,
+/// and again before the grant expires.
+pub trait AuthHandler: Send + 'static {
+    /// The call that authenticates; `refresh` is the refresh credential of the previous
+    /// grant when refreshing on a live connection (`None` after a connect).
+    fn authenticate(&mut self, refresh: Option<&Secret>) -> Call;
+
+    /// Reads the answer to [`authenticate`](Self::authenticate).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Auth`](crate::ErrorKind::Auth) for a refusal (bad credentials: the
+    /// default error handler stops rather than hammer the server); other kinds for
+    /// transient failures, which back off and retry.
+    fn granted(&mut self, result: Result<&RawJson, &ApiError>) -> Result<AuthGrant, Error>;
+
+    /// How long before expiry to refresh. Default 30 s.
+    fn refresh_margin(&self) -> Duration {
+        Duration::from_secs(30)
+    }
+}
 
 /// Where an error happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,10 +303,14 @@ where
 pub struct Handlers {
     /// Connection hooks.
     pub connection: Box<dyn ConnectionHandler>,
-    /// Message hooks.
+    /// Message hooks (the envelope).
     pub message: Box<dyn MessageHandler>,
     /// Error policy.
     pub error: Box<dyn ErrorHandler>,
+    /// Subscriptions (`None`: `subscribe` is unsupported).
+    pub subscription: Option<Box<dyn SubscriptionHandler>>,
+    /// Authentication (`None`: no authentication).
+    pub auth: Option<Box<dyn AuthHandler>>,
 }
 
 impl Default for Handlers {
@@ -238,6 +319,8 @@ impl Default for Handlers {
             connection: Box::new(DefaultConnectionHandler),
             message: Box::new(DefaultMessageHandler),
             error: Box::new(DefaultErrorHandler),
+            subscription: None,
+            auth: None,
         }
     }
 }

@@ -14,14 +14,20 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::actor::{self, Command};
+use crate::behaviour::{AuthHandler, SubscriptionHandler};
 use crate::behaviour::{ConnectionHandler, ErrorHandler, Handlers, MessageHandler};
 use crate::config::{ClientConfig, OfflinePolicy, OverflowPolicy, RestartLimit, RootCertificates};
 use crate::error::{Error, ErrorKind};
 use crate::event::Events;
 use crate::frame::{CloseCode, Frame};
+use crate::json::RawJson;
+use crate::jsonrpc::{self, JsonRpcConfig};
 use crate::keepalive::KeepaliveConfig;
 use crate::lifecycle::State;
+use crate::ratelimit::{DefaultRateLimitHandler, RateLimit, RateLimitHandler};
 use crate::reconnect::ReconnectPolicy;
+use crate::subscription::Subscription;
+use serde::de::DeserializeOwned;
 
 /// A snapshot of the connection's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +148,138 @@ impl Client {
         let text = serde_json::to_string(value)
             .map_err(|e| Error::new(ErrorKind::Encode).with_source(e))?;
         self.send(Frame::text(text)).await
+    }
+
+    /// Calls `method` with `params` and resolves with the response's `result`, matched by
+    /// id (responses may arrive in any order). Needs a message handler that encodes
+    /// requests ([`ClientBuilder::json_rpc`]). While not Ready the request waits in the
+    /// offline queue (or is rejected, per [`OfflinePolicy`]); it is written through the
+    /// rate limiter and counts against [`ClientConfig::max_in_flight`].
+    ///
+    /// # Errors
+    ///
+    /// Exactly one of: [`ErrorKind::Api`] (the venue's error object),
+    /// [`ErrorKind::Timeout`] (`Request`, after the request timeout),
+    /// [`ErrorKind::Disconnected`] with [`Error::was_sent`] telling whether it had been
+    /// written, [`ErrorKind::Closed`], [`ErrorKind::QueueFull`] / [`ErrorKind::NotReady`] /
+    /// [`ErrorKind::RateLimited`] per policy, [`ErrorKind::Encode`] for unserializable
+    /// params, [`ErrorKind::Unsupported`] without a request-capable handler.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future does not withdraw the request; its response is then discarded.
+    pub async fn request<P: Serialize + ?Sized>(
+        &self,
+        method: &str,
+        params: &P,
+    ) -> Result<RawJson, Error> {
+        self.request_inner(method, params, None).await
+    }
+
+    /// [`request`](Self::request) with its own timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`request`](Self::request).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`request`](Self::request).
+    pub async fn request_with_timeout<P: Serialize + ?Sized>(
+        &self,
+        method: &str,
+        params: &P,
+        timeout: Duration,
+    ) -> Result<RawJson, Error> {
+        self.request_inner(method, params, Some(timeout)).await
+    }
+
+    /// [`request`](Self::request), decoding the result into `T`.
+    ///
+    /// # Errors
+    ///
+    /// As [`request`](Self::request), plus [`ErrorKind::Decode`] if the result does not
+    /// fit `T`.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`request`](Self::request).
+    pub async fn request_as<T: DeserializeOwned, P: Serialize + ?Sized>(
+        &self,
+        method: &str,
+        params: &P,
+    ) -> Result<T, Error> {
+        self.request(method, params).await?.decode_owned()
+    }
+
+    async fn request_inner<P: Serialize + ?Sized>(
+        &self,
+        method: &str,
+        params: &P,
+        timeout: Option<Duration>,
+    ) -> Result<RawJson, Error> {
+        let params = jsonrpc::params_text(params)?;
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Request {
+            method: method.to_owned(),
+            params,
+            timeout,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| Error::closed())?
+    }
+
+    /// Subscribes to `channels` and resolves once the venue acknowledged them, channel by
+    /// channel: the [`Subscription`] streams the confirmed ones; [`Subscription::refused`]
+    /// lists those the venue left out. The channels stay desired across reconnects and are
+    /// restored after each one (after re-authentication).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::SubscriptionRefused`] if none was confirmed; a configuration error for
+    /// no channels or a channel already subscribed; [`ErrorKind::Unsupported`] without a
+    /// subscription behaviour; else as [`request`](Self::request).
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped, confirmed channels are unsubscribed again.
+    pub async fn subscribe<I, S>(&self, channels: I) -> Result<Subscription, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let channels: Vec<String> = channels.into_iter().map(Into::into).collect();
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Subscribe { channels, reply }).await?;
+        let ok = rx.await.map_err(|_| Error::closed())??;
+        Ok(Subscription {
+            rx: ok.rx,
+            channels: ok.confirmed,
+            refused: ok.refused,
+            client: self.clone(),
+        })
+    }
+
+    /// Unsubscribes from `channels` (they are no longer restored after reconnects).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Api`] if the venue refuses; else as [`request`](Self::request).
+    ///
+    /// # Cancel safety
+    ///
+    /// The unsubscribe proceeds even if the future is dropped.
+    pub async fn unsubscribe<I, S>(&self, channels: I) -> Result<(), Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let channels: Vec<String> = channels.into_iter().map(Into::into).collect();
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Unsubscribe { channels, reply })
+            .await?;
+        rx.await.map_err(|_| Error::closed())?
     }
 
     /// Sends a WebSocket ping and resolves with the round-trip time when its pong arrives.
@@ -274,7 +412,9 @@ impl Future for Connection {
 pub struct ClientBuilder {
     config: ClientConfig,
     handlers: Handlers,
+    rate_limit: Box<dyn RateLimitHandler>,
     rng: Option<Box<dyn RngCore + Send>>,
+    error: Option<Error>,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -291,7 +431,9 @@ impl ClientBuilder {
         ClientBuilder {
             config,
             handlers: Handlers::default(),
+            rate_limit: Box::new(DefaultRateLimitHandler),
             rng: None,
+            error: None,
         }
     }
 
@@ -421,6 +563,61 @@ impl ClientBuilder {
         self
     }
 
+    /// Speaks JSON-RPC 2.0 with the method names of `config`: requests, subscriptions,
+    /// authentication and venue heartbeats (keeps the connection and error handlers).
+    pub fn json_rpc(mut self, config: JsonRpcConfig) -> Self {
+        if let Err(e) = config.validate() {
+            self.error.get_or_insert(e);
+        }
+        let h = config.handlers();
+        self.handlers.message = h.message;
+        self.handlers.subscription = h.subscription;
+        self.handlers.auth = h.auth;
+        self
+    }
+
+    /// Subscription behaviour.
+    pub fn subscription_handler(mut self, handler: impl SubscriptionHandler) -> Self {
+        self.handlers.subscription = Some(Box::new(handler));
+        self
+    }
+
+    /// Authentication behaviour.
+    pub fn auth_handler(mut self, handler: impl AuthHandler) -> Self {
+        self.handlers.auth = Some(Box::new(handler));
+        self
+    }
+
+    /// Meters outgoing traffic (see [`RateLimit`]).
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.config.rate_limit = Some(limit);
+        self
+    }
+
+    /// The credit cost of each outgoing frame (default: 1 each).
+    pub fn rate_limit_handler(mut self, handler: impl RateLimitHandler) -> Self {
+        self.rate_limit = Box::new(handler);
+        self
+    }
+
+    /// Default time a request waits for its response.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.config.request_timeout = timeout;
+        self
+    }
+
+    /// Most user requests in flight.
+    pub fn max_in_flight(mut self, max: usize) -> Self {
+        self.config.max_in_flight = max;
+        self
+    }
+
+    /// Capacity of each subscription's stream.
+    pub fn subscription_capacity(mut self, capacity: usize) -> Self {
+        self.config.subscription_capacity = capacity;
+        self
+    }
+
     /// The random source for backoff jitter (seed one for deterministic tests).
     pub fn backoff_rng(mut self, rng: impl RngCore + Send + 'static) -> Self {
         self.rng = Some(Box::new(rng));
@@ -439,6 +636,9 @@ impl ClientBuilder {
     ///
     /// A configuration error if the configuration does not validate.
     pub fn build(self) -> Result<(Client, Events, Connection), Error> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
         self.config.validate()?;
         let (cmd_tx, cmd_rx) = mpsc::channel(self.config.command_capacity);
         let (event_tx, event_rx) = mpsc::channel(self.config.event_capacity);
@@ -452,6 +652,7 @@ impl ClientBuilder {
         let fut = actor::run(
             self.config,
             self.handlers,
+            self.rate_limit,
             self.rng,
             Arc::clone(&close_wanted),
             cmd_rx,

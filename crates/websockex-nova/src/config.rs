@@ -119,12 +119,21 @@ pub struct ClientConfig {
     pub command_capacity: usize,
     /// Events waiting for the user. Default 1,024.
     pub event_capacity: usize,
-    /// Sends while not Ready.
+    /// Sends and requests while not Ready (and the bound of the writer's user queue).
     pub offline: OfflinePolicy,
     /// A full event stream.
     pub overflow: OverflowPolicy,
     /// Supervision after panics.
     pub restart: RestartLimit,
+    /// Default time a request waits for its response. Default 30 s: long enough for a
+    /// loaded venue, short enough that a lost answer surfaces.
+    pub request_timeout: Duration,
+    /// Most user requests written and not yet answered; more wait in the queue. Default 256.
+    pub max_in_flight: usize,
+    /// Notifications waiting in each subscription's stream. Default 1,024.
+    pub subscription_capacity: usize,
+    /// Credit budget for outgoing traffic (`None`: unlimited). Default `None`.
+    pub rate_limit: Option<crate::ratelimit::RateLimit>,
     /// TLS.
     pub tls: TlsConfig,
 }
@@ -149,6 +158,10 @@ impl ClientConfig {
             offline: OfflinePolicy::default(),
             overflow: OverflowPolicy::default(),
             restart: RestartLimit::default(),
+            request_timeout: Duration::from_secs(30),
+            max_in_flight: 256,
+            subscription_capacity: 1024,
+            rate_limit: None,
             tls: TlsConfig::default(),
         }
     }
@@ -173,6 +186,7 @@ impl ClientConfig {
             ("upgrade_timeout", self.upgrade_timeout),
             ("write_timeout", self.write_timeout),
             ("close_timeout", self.close_timeout),
+            ("request_timeout", self.request_timeout),
         ] {
             if d.is_zero() {
                 return Err(Error::config(format!("{name} must be > 0")));
@@ -183,6 +197,8 @@ impl ClientConfig {
             ("max_frame_size", self.max_frame_size),
             ("command_capacity", self.command_capacity),
             ("event_capacity", self.event_capacity),
+            ("max_in_flight", self.max_in_flight),
+            ("subscription_capacity", self.subscription_capacity),
         ] {
             if n == 0 {
                 return Err(Error::config(format!("{name} must be > 0")));
@@ -200,6 +216,9 @@ impl ClientConfig {
             return Err(Error::config(
                 "native root certificates need the `native-roots` feature",
             ));
+        }
+        if let Some(rl) = &self.rate_limit {
+            rl.validate()?;
         }
         self.keepalive.validate()?;
         self.reconnect.validate()

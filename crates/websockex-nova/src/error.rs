@@ -25,7 +25,7 @@ type Source = Arc<dyn StdError + Send + Sync + 'static>;
 /// What went wrong, coarse enough to match on.
 ///
 /// The enum is `#[non_exhaustive]`: later versions add kinds (authentication, rate limits, …).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// The configuration (or a URL, header, close code, …) given by the user is invalid.
@@ -92,6 +92,23 @@ pub enum ErrorKind {
     },
     /// Serializing a value to JSON failed.
     Encode,
+    /// Received JSON did not have the expected shape.
+    Decode,
+    /// The API answered a request with its error object.
+    Api(crate::json::ApiError),
+    /// Authentication failed (bad credentials, a refused grant) or is required.
+    Auth,
+    /// The local rate limiter refused: its queue was full, or the frame waited longer than
+    /// the configured wait timeout.
+    RateLimited,
+    /// The venue did not confirm any of the channels asked for.
+    SubscriptionRefused {
+        /// The channels left out of the acknowledgement.
+        channels: Vec<String>,
+    },
+    /// This connection's message handler cannot encode requests (configure a JSON-RPC
+    /// handler, e.g. with `ClientBuilder::json_rpc`).
+    Unsupported,
 }
 
 /// Which operation timed out.
@@ -110,6 +127,8 @@ pub enum TimeoutKind {
     Close,
     /// A ping did not get its pong.
     Ping,
+    /// A request did not get its response.
+    Request,
 }
 
 /// The error type of websockex-nova.
@@ -202,14 +221,30 @@ impl Error {
         )
     }
 
-    /// Authentication failed. (Authentication arrives with the auth behaviour; no error has this kind yet.)
+    /// Authentication failed or is required.
     pub fn is_auth(&self) -> bool {
-        false
+        matches!(self.kind, ErrorKind::Auth)
     }
 
-    /// The venue or a local limiter refused for rate reasons (HTTP 429 on upgrade counts).
+    /// The local limiter refused, or the server did for rate reasons (HTTP 429 on upgrade).
     pub fn is_rate_limited(&self) -> bool {
-        matches!(self.kind, ErrorKind::UpgradeRejected { status: 429 })
+        matches!(
+            self.kind,
+            ErrorKind::RateLimited | ErrorKind::UpgradeRejected { status: 429 }
+        )
+    }
+
+    /// The API's error object, for [`ErrorKind::Api`].
+    pub fn api_error(&self) -> Option<&crate::json::ApiError> {
+        match &self.kind {
+            ErrorKind::Api(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Received JSON did not fit the expected type.
+    pub fn is_decode(&self) -> bool {
+        matches!(self.kind, ErrorKind::Decode)
     }
 
     /// The server broke the protocol or sent bad data (protocol violation, invalid UTF-8, too big).
@@ -240,7 +275,8 @@ impl Error {
             | ErrorKind::Upgrade
             | ErrorKind::QueueFull
             | ErrorKind::NotReady
-            | ErrorKind::HandlerPanicked => true,
+            | ErrorKind::HandlerPanicked
+            | ErrorKind::RateLimited => true,
             ErrorKind::UpgradeRejected { status } => {
                 *status >= 500 || *status == 429 || *status == 408
             }
@@ -249,7 +285,12 @@ impl Error {
             | ErrorKind::Closed
             | ErrorKind::RetriesExhausted { .. }
             | ErrorKind::RestartLimit { .. }
-            | ErrorKind::Encode => false,
+            | ErrorKind::Encode
+            | ErrorKind::Decode
+            | ErrorKind::Api(_)
+            | ErrorKind::Auth
+            | ErrorKind::SubscriptionRefused { .. }
+            | ErrorKind::Unsupported => false,
         }
     }
 
@@ -312,6 +353,16 @@ impl fmt::Display for Error {
                 write!(f, "gave up after {restarts} restarts caused by panics")?
             }
             ErrorKind::Encode => f.write_str("could not encode the message")?,
+            ErrorKind::Decode => f.write_str("unexpected JSON")?,
+            ErrorKind::Api(e) => write!(f, "{e}")?,
+            ErrorKind::Auth => f.write_str("authentication failed")?,
+            ErrorKind::RateLimited => f.write_str("rate limited")?,
+            ErrorKind::SubscriptionRefused { channels } => {
+                write!(f, "subscription refused for {}", channels.join(", "))?
+            }
+            ErrorKind::Unsupported => {
+                f.write_str("this connection's message handler cannot encode requests")?
+            }
         }
         if let Some(context) = &self.context {
             write!(f, ": {context}")?;

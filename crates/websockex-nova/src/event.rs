@@ -53,8 +53,36 @@ pub enum Event {
         /// The backoff delay before it.
         delay: Duration,
     },
-    /// A data message (text or binary) from the server.
+    /// A data message (text or binary) from the server that no behaviour consumed: not
+    /// a response, not a notification for a subscribed channel.
     Message(Frame),
+    /// A response whose id matches no request waiting (late after a timeout, or not ours).
+    UnmatchedResponse {
+        /// The id.
+        id: u64,
+        /// Its result or error object.
+        result: Result<crate::json::RawJson, crate::json::ApiError>,
+    },
+    /// Authentication succeeded (after a connect, or a refresh on a live link).
+    Authenticated {
+        /// How long the grant lasts, if the venue said.
+        expires_in: Option<Duration>,
+        /// Whether this was a refresh.
+        refreshed: bool,
+    },
+    /// After a reconnect, the desired channels were subscribed again; notifications sent
+    /// while the link was down are missing (each subscription stream also says so).
+    Resubscribed {
+        /// Channels confirmed again.
+        channels: usize,
+        /// Channels the venue left out this time (no longer subscribed).
+        refused: Vec<String>,
+    },
+    /// The venue left these channels out of a subscribe acknowledgement.
+    SubscriptionRefused {
+        /// The channels.
+        channels: Vec<String>,
+    },
     /// Messages were dropped by the overflow policy since the last announcement.
     Lagged {
         /// How many.
@@ -86,6 +114,10 @@ impl Event {
             Event::Reconnecting { .. } => "reconnecting",
             Event::Message(_) => "message",
             Event::Lagged { .. } => "lagged",
+            Event::UnmatchedResponse { .. } => "unmatched_response",
+            Event::Authenticated { .. } => "authenticated",
+            Event::Resubscribed { .. } => "resubscribed",
+            Event::SubscriptionRefused { .. } => "subscription_refused",
             Event::Error(_) => "error",
             Event::Restarted { .. } => "restarted",
             Event::Closed { .. } => "closed",

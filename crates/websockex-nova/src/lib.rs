@@ -53,14 +53,20 @@ mod config;
 mod error;
 pub mod event;
 mod frame;
+pub mod json;
+pub mod jsonrpc;
 pub mod keepalive;
 pub mod lifecycle;
+mod outbox;
+pub mod ratelimit;
 pub mod reconnect;
+mod rpc;
+pub mod subscription;
 mod transport;
 
 pub use behaviour::{
-    ConnectionHandler, DefaultConnectionHandler, DefaultErrorHandler, DefaultMessageHandler,
-    ErrorHandler, MessageHandler,
+    AuthHandler, ConnectionHandler, DefaultConnectionHandler, DefaultErrorHandler,
+    DefaultMessageHandler, ErrorHandler, MessageHandler, SubscriptionHandler,
 };
 pub use client::{Client, ClientBuilder, Connection, Status};
 pub use config::{
@@ -69,6 +75,9 @@ pub use config::{
 pub use error::{Error, ErrorKind, TimeoutKind};
 pub use event::{Event, Events};
 pub use frame::{CloseCode, CloseFrame, Frame, Text, MAX_CONTROL_PAYLOAD};
+pub use json::{ApiError, RawJson, Secret};
 pub use keepalive::KeepaliveConfig;
 pub use lifecycle::State;
+pub use ratelimit::{OnLimit, RateLimit, RateLimitHandler};
 pub use reconnect::{Jitter, ReconnectPolicy};
+pub use subscription::{Subscription, SubscriptionEvent};

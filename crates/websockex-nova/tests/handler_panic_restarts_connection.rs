@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use websockex_nova::behaviour::{FrameDecision, MessageClass, MessageDecision};
+use websockex_nova::behaviour::{Classified, FrameDecision};
 use websockex_nova::{
     Client, ConnectionHandler, ErrorKind, Event, Frame, MessageHandler, ReconnectPolicy,
     RestartLimit, State,
@@ -19,11 +19,11 @@ use websockex_nova_testkit::{Plan, Script, Step, TestServer};
 struct PanicsOnBoom;
 
 impl MessageHandler for PanicsOnBoom {
-    fn handle(&mut self, frame: Frame, _class: MessageClass) -> MessageDecision {
+    fn classify(&mut self, frame: &Frame) -> Classified {
         if frame.as_text() == Some("boom") {
             panic!("handler bug triggered by boom");
         }
-        MessageDecision::Deliver(frame)
+        Classified::Other
     }
 }
 

@@ -1,0 +1,519 @@
+//! A generic JSON-RPC 2.0 platform: requests, subscriptions, authentication and venue
+//! heartbeats against any JSON-RPC WebSocket server, with method names as configuration.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), websockex_nova::Error> {
+//! use websockex_nova::jsonrpc::JsonRpcConfig;
+//! use websockex_nova::Client;
+//!
+//! let rpc = JsonRpcConfig::default() // public/subscribe, public/unsubscribe, "subscription" pushes
+//!     .with_credentials("my-id", "my-secret"); // public/auth, client_credentials + refresh_token
+//! let (client, _events) = Client::builder("wss://test.deribit.com/ws/api/v2")
+//!     .json_rpc(rpc)
+//!     .connect()
+//!     .await?;
+//! let time: u64 = client.request_as("public/get_time", &serde_json::json!({})).await?;
+//! let mut ticks = client.subscribe(["ticker.BTC-PERPETUAL.raw"]).await?;
+//! while let Some(event) = ticks.next().await {
+//!     println!("{event:?}");
+//! }
+//! # let _ = time; Ok(()) }
+//! ```
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+use crate::behaviour::{
+    AuthGrant, AuthHandler, Call, Classified, Handlers, MessageHandler, SubscriptionHandler,
+};
+use crate::error::{Error, ErrorKind};
+use crate::frame::Frame;
+use crate::json::{ApiError, RawJson, Secret, TextSlice};
+
+/// Method names and credentials of a JSON-RPC 2.0 venue.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct JsonRpcConfig {
+    /// The method of server pushes. Default `"subscription"`.
+    pub notification_method: String,
+    /// Subscribe call; params `{"channels": [...]}`, result: the channels subscribed.
+    /// Default `"public/subscribe"`.
+    pub subscribe_method: String,
+    /// Unsubscribe call, same shapes. Default `"public/unsubscribe"`.
+    pub unsubscribe_method: String,
+    /// Channels per subscribe call. Default 64.
+    pub subscribe_batch: usize,
+    /// Auth call (OAuth-style grants `client_credentials` and `refresh_token`).
+    /// Default `"public/auth"`.
+    pub auth_method: String,
+    /// Credentials; `None`: no authentication.
+    pub credentials: Option<(String, Secret)>,
+    /// Refresh this long before the grant expires. Default 30 s.
+    pub refresh_margin: Duration,
+    /// A server heartbeat (`method`, with `params.type == "test_request"`) and the method
+    /// that answers it. Default `("heartbeat", "public/test")`.
+    pub heartbeat: Option<(String, String)>,
+}
+
+impl Default for JsonRpcConfig {
+    fn default() -> Self {
+        JsonRpcConfig {
+            notification_method: "subscription".into(),
+            subscribe_method: "public/subscribe".into(),
+            unsubscribe_method: "public/unsubscribe".into(),
+            subscribe_batch: 64,
+            auth_method: "public/auth".into(),
+            credentials: None,
+            refresh_margin: Duration::from_secs(30),
+            heartbeat: Some(("heartbeat".into(), "public/test".into())),
+        }
+    }
+}
+
+impl JsonRpcConfig {
+    /// Authenticate with `client_credentials`.
+    #[must_use]
+    pub fn with_credentials(
+        mut self,
+        client_id: impl Into<String>,
+        client_secret: impl Into<Secret>,
+    ) -> Self {
+        self.credentials = Some((client_id.into(), client_secret.into()));
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// A configuration error for an empty method name or a zero batch size.
+    pub fn validate(&self) -> Result<(), Error> {
+        for (name, m) in [
+            ("notification_method", &self.notification_method),
+            ("subscribe_method", &self.subscribe_method),
+            ("unsubscribe_method", &self.unsubscribe_method),
+            ("auth_method", &self.auth_method),
+        ] {
+            if m.is_empty() {
+                return Err(Error::config(format!("json-rpc {name} is empty")));
+            }
+        }
+        if self.subscribe_batch == 0 {
+            return Err(Error::config("json-rpc subscribe_batch must be > 0"));
+        }
+        Ok(())
+    }
+
+    /// The behaviours for this configuration (connection and error handlers default).
+    pub fn handlers(&self) -> Handlers {
+        Handlers {
+            message: Box::new(JsonRpcHandler::new(self)),
+            subscription: Some(Box::new(JsonRpcSubscriptions {
+                subscribe: self.subscribe_method.clone(),
+                unsubscribe: self.unsubscribe_method.clone(),
+                batch: self.subscribe_batch,
+            })),
+            auth: self.credentials.as_ref().map(|(id, secret)| {
+                Box::new(JsonRpcAuth {
+                    method: self.auth_method.clone(),
+                    client_id: id.clone(),
+                    client_secret: secret.clone(),
+                    margin: self.refresh_margin,
+                }) as Box<dyn AuthHandler>
+            }),
+            ..Handlers::default()
+        }
+    }
+}
+
+/// Ids of heartbeat answers start here, far from the ids requests use, so their replies
+/// can be recognised and swallowed.
+const HEARTBEAT_ID_BASE: u64 = 1 << 52;
+
+/// The JSON-RPC 2.0 envelope.
+#[derive(Debug)]
+pub struct JsonRpcHandler {
+    notification_method: String,
+    heartbeat: Option<(String, String)>,
+    heartbeat_ids: VecDeque<u64>,
+    next_heartbeat_id: u64,
+}
+
+impl JsonRpcHandler {
+    /// The envelope for `config`.
+    pub fn new(config: &JsonRpcConfig) -> Self {
+        JsonRpcHandler {
+            notification_method: config.notification_method.clone(),
+            heartbeat: config.heartbeat.clone(),
+            heartbeat_ids: VecDeque::new(),
+            next_heartbeat_id: HEARTBEAT_ID_BASE,
+        }
+    }
+
+    fn heartbeat_answer(&mut self, answer_method: &str) -> Frame {
+        let id = self.next_heartbeat_id;
+        self.next_heartbeat_id += 1;
+        if self.heartbeat_ids.len() >= 64 {
+            self.heartbeat_ids.pop_front();
+        }
+        self.heartbeat_ids.push_back(id);
+        Frame::text(format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":{},"params":{{}}}}"#,
+            Value::from(answer_method)
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(default)]
+    id: Option<Id>,
+    #[serde(borrow, default)]
+    method: Option<&'a str>,
+    #[serde(borrow, default)]
+    result: Option<&'a RawValue>,
+    #[serde(default)]
+    error: Option<ApiError>,
+    #[serde(borrow, default)]
+    params: Params<'a>,
+}
+
+/// A response id: we only ever send unsigned integers; anything else is not ours.
+#[derive(Debug)]
+enum Id {
+    Ours(u64),
+    Foreign,
+}
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = <&RawValue>::deserialize(d)?;
+        Ok(v.get().parse::<u64>().map_or(Id::Foreign, Id::Ours))
+    }
+}
+
+/// The parts of `params` routing needs, read in the same pass as the envelope; params that
+/// are not an object (a positional array) are skipped.
+#[derive(Default)]
+struct Params<'a> {
+    channel: Option<&'a str>,
+    data: Option<&'a RawValue>,
+    kind: Option<&'a str>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Params<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Params<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("JSON-RPC params")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Params<'a>, M::Error> {
+                let mut p = Params::default();
+                while let Some(key) = map.next_key::<&'de str>()? {
+                    match key {
+                        "channel" => p.channel = Some(map.next_value()?),
+                        "data" => p.data = Some(map.next_value()?),
+                        "type" => p.kind = map.next_value::<Option<&'de str>>()?,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(p)
+            }
+            fn visit_seq<S: de::SeqAccess<'de>>(self, mut seq: S) -> Result<Params<'a>, S::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Params::default())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Params<'a>, E> {
+                Ok(Params::default())
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+impl MessageHandler for JsonRpcHandler {
+    fn classify(&mut self, frame: &Frame) -> Classified {
+        let Frame::Text(text) = frame else {
+            return Classified::Other;
+        };
+        let Ok(env) = serde_json::from_str::<Envelope<'_>>(text.as_str()) else {
+            return Classified::Other;
+        };
+        match (env.method, env.id) {
+            (None, Some(Id::Ours(id))) => {
+                if id >= HEARTBEAT_ID_BASE {
+                    if let Some(i) = self.heartbeat_ids.iter().position(|h| *h == id) {
+                        self.heartbeat_ids.remove(i);
+                        return Classified::Consume;
+                    }
+                }
+                let result = match env.error {
+                    Some(e) => Err(e),
+                    None => Ok(match env.result {
+                        Some(raw) => RawJson::slice_of(text, raw.get()),
+                        None => RawJson::slice_of(text, "null"),
+                    }),
+                };
+                Classified::Response { id, result }
+            }
+            (Some(method), _) if method == self.notification_method => {
+                match (env.params.channel, env.params.data) {
+                    (Some(channel), Some(data)) => Classified::Notification {
+                        channel: TextSlice::of(text, channel),
+                        data: RawJson::slice_of(text, data.get()),
+                    },
+                    _ => Classified::Other,
+                }
+            }
+            (Some(method), _) => match &self.heartbeat {
+                Some((hb, answer)) if method == hb && env.params.kind == Some("test_request") => {
+                    let answer = answer.clone();
+                    Classified::Heartbeat(self.heartbeat_answer(&answer))
+                }
+                _ => Classified::Other,
+            },
+            _ => Classified::Other,
+        }
+    }
+
+    fn encode_request(&mut self, id: u64, method: &str, params: &str) -> Option<Frame> {
+        let mut s = String::with_capacity(48 + method.len() + params.len());
+        s.push_str(r#"{"jsonrpc":"2.0","id":"#);
+        s.push_str(&id.to_string());
+        s.push_str(r#","method":"#);
+        s.push_str(&Value::from(method).to_string());
+        s.push_str(r#","params":"#);
+        s.push_str(params);
+        s.push('}');
+        Some(Frame::text(s))
+    }
+}
+
+/// `{"channels": [...]}` subscribe / unsubscribe calls; the ack is the list of channels.
+#[derive(Debug, Clone)]
+pub struct JsonRpcSubscriptions {
+    subscribe: String,
+    unsubscribe: String,
+    batch: usize,
+}
+
+impl SubscriptionHandler for JsonRpcSubscriptions {
+    fn subscribe(&mut self, channels: &[String]) -> Call {
+        Call {
+            method: self.subscribe.clone(),
+            params: json!({ "channels": channels }),
+        }
+    }
+
+    fn unsubscribe(&mut self, channels: &[String]) -> Call {
+        Call {
+            method: self.unsubscribe.clone(),
+            params: json!({ "channels": channels }),
+        }
+    }
+
+    fn confirmed(&mut self, _requested: &[String], ack: &RawJson) -> Result<Vec<String>, Error> {
+        ack.decode_owned::<Vec<String>>()
+    }
+
+    fn batch_size(&self) -> usize {
+        self.batch
+    }
+}
+
+/// OAuth-style `client_credentials` / `refresh_token` grants.
+#[derive(Debug, Clone)]
+pub struct JsonRpcAuth {
+    method: String,
+    client_id: String,
+    client_secret: Secret,
+    margin: Duration,
+}
+
+#[derive(Deserialize)]
+struct Grant {
+    #[serde(default)]
+    expires_in: Option<f64>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+impl AuthHandler for JsonRpcAuth {
+    fn authenticate(&mut self, refresh: Option<&Secret>) -> Call {
+        let params = match refresh {
+            Some(token) => json!({"grant_type": "refresh_token", "refresh_token": token.expose()}),
+            None => json!({
+                "grant_type": "client_credentials",
+                "client_id": self.client_id,
+                "client_secret": self.client_secret.expose(),
+            }),
+        };
+        Call {
+            method: self.method.clone(),
+            params,
+        }
+    }
+
+    fn granted(&mut self, result: Result<&RawJson, &ApiError>) -> Result<AuthGrant, Error> {
+        match result {
+            Ok(raw) => {
+                let grant: Grant = raw.decode().map_err(|e| {
+                    Error::new(ErrorKind::Auth)
+                        .with_context("unexpected auth result")
+                        .with_source(e)
+                })?;
+                Ok(AuthGrant {
+                    expires_in: grant
+                        .expires_in
+                        .filter(|s| s.is_finite() && *s > 0.0)
+                        .map(Duration::from_secs_f64),
+                    refresh_token: grant.refresh_token.map(Secret::new),
+                })
+            }
+            Err(api) => Err(Error::new(ErrorKind::Auth).with_source(api.clone())),
+        }
+    }
+
+    fn refresh_margin(&self) -> Duration {
+        self.margin
+    }
+}
+
+/// Decodes a JSON-RPC `params` text for a request built from a serializable value.
+pub(crate) fn params_text<P: serde::Serialize + ?Sized>(params: &P) -> Result<String, Error> {
+    serde_json::to_string(params).map_err(|e| Error::new(ErrorKind::Encode).with_source(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classify(s: &str) -> Classified {
+        JsonRpcHandler::new(&JsonRpcConfig::default()).classify(&Frame::text(s.to_owned()))
+    }
+
+    #[test]
+    fn responses_and_errors() {
+        match classify(r#"{"jsonrpc":"2.0","id":42,"result":{"x":[1,2]},"usIn":1}"#) {
+            Classified::Response {
+                id: 42,
+                result: Ok(raw),
+            } => assert_eq!(raw.as_str(), r#"{"x":[1,2]}"#),
+            other => panic!("{other:?}"),
+        }
+        match classify(
+            r#"{"jsonrpc":"2.0","id":7,"error":{"code":10028,"message":"too_many_requests"}}"#,
+        ) {
+            Classified::Response {
+                id: 7,
+                result: Err(e),
+            } => assert_eq!(e.code, 10028),
+            other => panic!("{other:?}"),
+        }
+        match classify(r#"{"jsonrpc":"2.0","id":8,"result":null}"#) {
+            Classified::Response {
+                id: 8,
+                result: Ok(raw),
+            } => assert_eq!(raw.as_str(), "null"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            classify(r#"{"id":"abc","result":1}"#),
+            Classified::Other
+        ));
+    }
+
+    #[test]
+    fn notifications_are_sliced_not_copied() {
+        match classify(
+            r#"{"jsonrpc":"2.0","method":"subscription","params":{"channel":"ticker.BTC","data":{"p":1.5}}}"#,
+        ) {
+            Classified::Notification { channel, data } => {
+                assert_eq!(channel.as_str(), "ticker.BTC");
+                assert_eq!(data.as_str(), r#"{"p":1.5}"#);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn heartbeat_is_answered_and_its_reply_swallowed() {
+        let mut h = JsonRpcHandler::new(&JsonRpcConfig::default());
+        let hb = r#"{"jsonrpc":"2.0","method":"heartbeat","params":{"type":"test_request"}}"#;
+        let Classified::Heartbeat(Frame::Text(answer)) = h.classify(&Frame::text(hb)) else {
+            panic!("heartbeat not recognised");
+        };
+        let v: Value = serde_json::from_str(answer.as_str()).unwrap();
+        assert_eq!(v["method"], "public/test");
+        let id = v["id"].as_u64().unwrap();
+        let reply = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"version":"1"}}}}"#);
+        assert!(matches!(
+            h.classify(&Frame::text(reply)),
+            Classified::Consume
+        ));
+        let plain = r#"{"jsonrpc":"2.0","method":"heartbeat","params":{"type":"heartbeat"}}"#;
+        assert!(matches!(h.classify(&Frame::text(plain)), Classified::Other));
+    }
+
+    #[test]
+    fn garbage_is_other_never_a_panic() {
+        for s in [
+            "",
+            "{",
+            "[1,2]",
+            "null",
+            r#"{"method":5}"#,
+            r#"{"params":[1]}"#,
+            "\u{0}",
+        ] {
+            assert!(matches!(classify(s), Classified::Other), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn requests_are_well_formed() {
+        let mut h = JsonRpcHandler::new(&JsonRpcConfig::default());
+        let f = h.encode_request(3, "public/get_time", "{}").unwrap();
+        let v: Value = serde_json::from_str(f.as_text().unwrap()).unwrap();
+        assert_eq!(
+            v,
+            json!({"jsonrpc":"2.0","id":3,"method":"public/get_time","params":{}})
+        );
+    }
+
+    #[test]
+    fn auth_grant_and_refusal() {
+        let mut a = JsonRpcAuth {
+            method: "public/auth".into(),
+            client_id: "id".into(),
+            client_secret: Secret::new("s3cret"),
+            margin: Duration::from_secs(30),
+        };
+        let call = a.authenticate(None);
+        assert_eq!(call.params["client_secret"], "s3cret");
+        assert!(!format!("{a:?}").contains("s3cret"));
+        let ok = RawJson::from_string(
+            r#"{"access_token":"t","expires_in":900,"refresh_token":"r"}"#.into(),
+        )
+        .unwrap();
+        let g = a.granted(Ok(&ok)).unwrap();
+        assert_eq!(g.expires_in, Some(Duration::from_secs(900)));
+        assert_eq!(g.refresh_token.unwrap().expose(), "r");
+        let bad = ApiError {
+            code: 13004,
+            message: "invalid_credentials".into(),
+            data: None,
+        };
+        assert!(a.granted(Err(&bad)).unwrap_err().is_auth());
+    }
+}

@@ -1,0 +1,207 @@
+//! Subscriptions: the per-subscription stream the user reads, and the registry of desired
+//! channels the actor owns (it survives reconnects and is restored after each one).
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::sync::mpsc;
+
+use crate::client::Client;
+use crate::error::Error;
+use crate::json::{RawJson, TextSlice};
+
+/// What a [`Subscription`] yields.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum SubscriptionEvent {
+    /// A notification for one of the subscription's channels.
+    Notification {
+        /// The channel (a slice of the frame).
+        channel: TextSlice,
+        /// The payload (a slice of the frame; decode it with [`RawJson::decode`]).
+        data: RawJson,
+    },
+    /// This many notifications were dropped because the stream was full.
+    Lagged {
+        /// How many.
+        dropped: u64,
+    },
+    /// The connection came back and the channels were subscribed again: notifications
+    /// sent while the link was down are missing (resync state that depends on continuity).
+    Resubscribed,
+}
+
+/// A live subscription: a bounded stream of [`SubscriptionEvent`]s for its channels.
+///
+/// Dropping it unsubscribes (lazily: when the next notification for it arrives).
+#[derive(Debug)]
+pub struct Subscription {
+    pub(crate) rx: mpsc::Receiver<SubscriptionEvent>,
+    pub(crate) channels: Vec<String>,
+    pub(crate) refused: Vec<String>,
+    pub(crate) client: Client,
+}
+
+impl Subscription {
+    /// The channels the venue confirmed.
+    pub fn channels(&self) -> &[String] {
+        &self.channels
+    }
+
+    /// The channels asked for but left out of the acknowledgement (refused).
+    pub fn refused(&self) -> &[String] {
+        &self.refused
+    }
+
+    /// The next event; `None` once the connection is closed for good.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn next(&mut self) -> Option<SubscriptionEvent> {
+        self.rx.recv().await
+    }
+
+    /// Unsubscribes from all of its channels and waits for the venue's answer.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::unsubscribe`].
+    ///
+    /// # Cancel safety
+    ///
+    /// The unsubscribe proceeds even if the future is dropped.
+    pub async fn unsubscribe(self) -> Result<(), Error> {
+        self.client.unsubscribe(self.channels.clone()).await
+    }
+}
+
+impl futures_util::Stream for Subscription {
+    type Item = SubscriptionEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// One desired channel.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) tx: mpsc::Sender<SubscriptionEvent>,
+    /// Confirmed by the venue at least once: restored after every reconnect.
+    pub(crate) confirmed: bool,
+    /// Dropped for lack of room, not yet announced.
+    pub(crate) lagged: u64,
+}
+
+/// Where a notification went.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    Delivered,
+    /// The subscription's stream is full: counted, announced later.
+    Dropped,
+    /// The user dropped the subscription: unsubscribe.
+    Gone,
+    /// Nobody subscribed to this channel.
+    Unknown,
+}
+
+/// The desired channels and their streams.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    entries: HashMap<String, Entry>,
+}
+
+impl Registry {
+    pub(crate) fn contains(&self, channel: &str) -> bool {
+        self.entries.contains_key(channel)
+    }
+
+    pub(crate) fn insert(&mut self, channel: String, tx: mpsc::Sender<SubscriptionEvent>) {
+        self.entries.insert(
+            channel,
+            Entry {
+                tx,
+                confirmed: false,
+                lagged: 0,
+            },
+        );
+    }
+
+    pub(crate) fn confirm(&mut self, channel: &str) {
+        if let Some(e) = self.entries.get_mut(channel) {
+            e.confirmed = true;
+        }
+    }
+
+    pub(crate) fn remove(&mut self, channel: &str) -> Option<Entry> {
+        self.entries.remove(channel)
+    }
+
+    /// Channels to restore after a reconnect, sorted for a stable order.
+    pub(crate) fn confirmed_channels(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.confirmed)
+            .map(|(c, _)| c.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Sends a marker to every stream of `channels` (deduplicated per stream).
+    pub(crate) fn announce(&mut self, channels: &[String], event: &SubscriptionEvent) {
+        let mut seen: Vec<&mpsc::Sender<SubscriptionEvent>> = Vec::new();
+        for c in channels {
+            if let Some(e) = self.entries.get(c) {
+                // Several channels may share one stream; tell it once.
+                if !seen.iter().any(|s| s.same_channel(&e.tx)) {
+                    seen.push(&e.tx);
+                    let _ = e.tx.try_send(event.clone());
+                }
+            }
+        }
+    }
+
+    /// Routes one notification.
+    pub(crate) fn route(&mut self, channel: TextSlice, data: RawJson) -> Route {
+        let Some(entry) = self.entries.get_mut(channel.as_str()) else {
+            return Route::Unknown;
+        };
+        use mpsc::error::TrySendError;
+        if entry.lagged > 0 {
+            match entry.tx.try_send(SubscriptionEvent::Lagged {
+                dropped: entry.lagged,
+            }) {
+                Ok(()) => entry.lagged = 0,
+                Err(TrySendError::Full(_)) => {
+                    entry.lagged += 1;
+                    return Route::Dropped;
+                }
+                Err(TrySendError::Closed(_)) => return Route::Gone,
+            }
+        }
+        match entry
+            .tx
+            .try_send(SubscriptionEvent::Notification { channel, data })
+        {
+            Ok(()) => Route::Delivered,
+            Err(TrySendError::Full(_)) => {
+                entry.lagged += 1;
+                Route::Dropped
+            }
+            Err(TrySendError::Closed(_)) => Route::Gone,
+        }
+    }
+
+    /// Channels whose stream was dropped by the user.
+    pub(crate) fn abandoned(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.tx.is_closed())
+            .map(|(c, _)| c.clone())
+            .collect()
+    }
+}
