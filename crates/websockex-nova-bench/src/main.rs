@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_websockets::{ClientBuilder, Limits, ServerBuilder};
@@ -50,6 +50,21 @@ enum Cmd {
         #[arg(long)]
         no_parse: bool,
     },
+    /// Request round trips against the server's `/rpc` (JSON-RPC answers, same server work
+    /// for both clients); prints p50/p99 in µs.
+    Rtt {
+        /// Which client.
+        #[arg(long, value_enum)]
+        client: Which,
+        /// e.g. ws://127.0.0.1:9100/rpc
+        url: String,
+        /// Timed round trips.
+        #[arg(long, default_value_t = 20_000)]
+        count: usize,
+        /// Untimed warm-up round trips.
+        #[arg(long, default_value_t = 1_000)]
+        warmup: usize,
+    },
     /// Open idle connections and report the resident memory each one costs.
     Idle {
         /// Which client.
@@ -80,6 +95,12 @@ fn main() {
     match cli.command {
         Cmd::Server { listen } => rt.block_on(server(listen)),
         Cmd::Idle { client, url, conns } => rt.block_on(idle(client, &url, conns)),
+        Cmd::Rtt {
+            client,
+            url,
+            count,
+            warmup,
+        } => rt.block_on(rtt(client, &url, count, warmup)),
         Cmd::Stream {
             client,
             url,
@@ -122,6 +143,69 @@ fn main() {
             );
         }
     }
+}
+
+/// The 100-byte-ish request both clients send (the peer anchors' echo workload).
+fn rtt_params() -> serde_json::Value {
+    serde_json::json!({ "pad": "x".repeat(40) })
+}
+
+async fn rtt(which: Which, url: &str, count: usize, warmup: usize) {
+    let mut samples = Vec::with_capacity(count);
+    match which {
+        Which::Raw => {
+            let (mut ws, _) = ClientBuilder::new()
+                .uri(url)
+                .expect("url")
+                .connect()
+                .await
+                .expect("connect");
+            let _ = ws.get_ref();
+            for i in 0..(warmup + count) {
+                let start = Instant::now();
+                let req = serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "public/get_time", "params": rtt_params()});
+                ws.send(tokio_websockets::Message::text(req.to_string()))
+                    .await
+                    .expect("send");
+                let msg = ws.next().await.expect("open").expect("frame");
+                let v: serde_json::Value = serde_json::from_slice(msg.as_payload()).expect("json");
+                assert_eq!(v["id"].as_u64(), Some(i as u64));
+                if i >= warmup {
+                    samples.push(start.elapsed());
+                }
+            }
+        }
+        Which::Nova => {
+            let (client, _events) = Client::builder(url)
+                .json_rpc(websockex_nova::jsonrpc::JsonRpcConfig::default())
+                .keepalive(KeepaliveConfig::disabled())
+                .connect()
+                .await
+                .expect("connect");
+            let params = rtt_params();
+            for i in 0..(warmup + count) {
+                let start = Instant::now();
+                let v: serde_json::Value = client
+                    .request_as("public/get_time", &params)
+                    .await
+                    .expect("request");
+                assert!(v.is_object());
+                if i >= warmup {
+                    samples.push(start.elapsed());
+                }
+            }
+        }
+    }
+    samples.sort();
+    let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p) as usize].as_secs_f64() * 1e6;
+    let name = match which {
+        Which::Nova => "websockex-nova",
+        Which::Raw => "tokio-websockets",
+    };
+    println!(
+        "{}",
+        serde_json::json!({"client": name, "round_trips": samples.len(), "p50_us": pct(0.5), "p99_us": pct(0.99), "p999_us": pct(0.999)})
+    );
 }
 
 /// Resident set size of this process in KiB, from `/proc/self/status`.
@@ -279,6 +363,28 @@ async fn server(listen: SocketAddr) {
             else {
                 return;
             };
+            if request.uri().path() == "/rpc" {
+                // Answer each JSON-RPC request with its params as the result.
+                while let Some(Ok(msg)) = ws.next().await {
+                    if !msg.is_text() {
+                        continue;
+                    }
+                    let Ok(v) = serde_json::from_slice::<serde_json::Value>(msg.as_payload())
+                    else {
+                        continue;
+                    };
+                    let answer =
+                        serde_json::json!({"jsonrpc": "2.0", "id": v["id"], "result": v["params"]});
+                    if ws
+                        .send(tokio_websockets::Message::text(answer.to_string()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                return;
+            }
             let query = request.uri().query().unwrap_or_default().to_owned();
             let param = |key: &str, default: usize| {
                 query
