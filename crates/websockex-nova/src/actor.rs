@@ -431,6 +431,8 @@ impl Actor {
                         return Box::pin(self.finish(Err(fatal))).await;
                     }
                     tracing::error!(target: "websockex_nova", event = "restarted", restarts, %cause, "connection restarted after a panic");
+                    // The panicked session dropped its link without the usual cleanup.
+                    self.link_gone();
                     self.events.emit(Event::Restarted { restarts, cause }).await;
                     resume = Some(error);
                 }
@@ -871,16 +873,18 @@ impl Actor {
     /// A subscribe call died with the link. A user's call fails (connection lost, like any
     /// request); a restore is simply redone on the next link.
     fn group_lost(&mut self, group: u64, channels: &[String]) {
+        self.group_failed(group, channels, Error::disconnected(true));
+    }
+
+    fn group_failed(&mut self, group: u64, channels: &[String], err: Error) {
         let Some(g) = self.groups.remove(&group) else {
             return;
         };
         if let Some((reply, _rx)) = g.user {
             for c in channels.iter().chain(&g.confirmed) {
-                if let Some(e) = self.registry.remove(c) {
-                    drop(e);
-                }
+                self.registry.remove(c);
             }
-            let _ = reply.send(Err(Error::disconnected(true)));
+            let _ = reply.send(Err(err));
         }
     }
 
@@ -1016,7 +1020,7 @@ impl Actor {
                 Waiter::Subscribe { group, channels }
                     if self.groups.get(&group).is_some_and(|g| g.user.is_some()) =>
                 {
-                    self.group_lost(group, &channels);
+                    self.group_failed(group, &channels, err);
                 }
                 // The framework's own calls unanswered: the link is not healthy.
                 Waiter::Auth { .. } | Waiter::Subscribe { .. } => {
