@@ -432,7 +432,7 @@ impl Actor {
                     }
                     tracing::error!(target: "websockex_nova", event = "restarted", restarts, %cause, "connection restarted after a panic");
                     // The panicked session dropped its link without the usual cleanup.
-                    self.link_gone();
+                    self.link_gone(false);
                     self.events.emit(Event::Restarted { restarts, cause }).await;
                     resume = Some(error);
                 }
@@ -771,7 +771,7 @@ impl Actor {
                 let _ = reply.send(Err(Error::disconnected(true)));
             }
         }
-        self.link_gone();
+        self.link_gone(matches!(end, LinkEnd::Closed));
         end
     }
 
@@ -838,14 +838,23 @@ impl Actor {
     }
 
     /// The link is gone: answer what waited on it; keep what can go on the next one.
-    fn link_gone(&mut self) {
+    /// `closed`: it ended by a requested close, so calls in flight fail with `Closed`
+    /// (DESIGN §4.7) rather than as a lost connection.
+    fn link_gone(&mut self, closed: bool) {
+        let lost = || {
+            if closed {
+                Error::closed()
+            } else {
+                Error::disconnected(true)
+            }
+        };
         for waiter in self.pending.drain() {
             match waiter {
                 Waiter::User(reply) => {
-                    let _ = reply.send(Err(Error::disconnected(true)));
+                    let _ = reply.send(Err(lost()));
                 }
                 Waiter::Subscribe { group, channels } => {
-                    self.group_lost(group, &channels);
+                    self.group_failed(group, &channels, lost());
                 }
                 Waiter::Unsubscribe(reply) => {
                     // The server forgets every subscription with the connection.

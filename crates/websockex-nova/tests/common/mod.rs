@@ -136,3 +136,5 @@ pub async fn wait_server_idle(server: &TestServer) {
         "server connections did not end"
     );
 }
+
+pub mod rpc;
