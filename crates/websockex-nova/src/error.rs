@@ -96,8 +96,12 @@ pub enum ErrorKind {
     Decode,
     /// The API answered a request with its error object.
     Api(crate::json::ApiError),
-    /// Authentication failed (bad credentials, a refused grant) or is required.
+    /// Authentication was refused (bad credentials, a refused grant) or is required.
+    /// Retrying cannot help: the default error handler stops.
     Auth,
+    /// The authentication call failed for a reason that may pass (the venue's rate limit,
+    /// a busy server): the default error handler backs off and retries.
+    AuthUnavailable,
     /// The local rate limiter refused: its queue was full, or the frame waited longer than
     /// the configured wait timeout.
     RateLimited,
@@ -223,7 +227,7 @@ impl Error {
 
     /// Authentication failed or is required.
     pub fn is_auth(&self) -> bool {
-        matches!(self.kind, ErrorKind::Auth)
+        matches!(self.kind, ErrorKind::Auth | ErrorKind::AuthUnavailable)
     }
 
     /// The local limiter refused, or the server did for rate reasons (HTTP 429 on upgrade).
@@ -276,7 +280,8 @@ impl Error {
             | ErrorKind::QueueFull
             | ErrorKind::NotReady
             | ErrorKind::HandlerPanicked
-            | ErrorKind::RateLimited => true,
+            | ErrorKind::RateLimited
+            | ErrorKind::AuthUnavailable => true,
             ErrorKind::UpgradeRejected { status } => {
                 *status >= 500 || *status == 429 || *status == 408
             }
@@ -355,7 +360,8 @@ impl fmt::Display for Error {
             ErrorKind::Encode => f.write_str("could not encode the message")?,
             ErrorKind::Decode => f.write_str("unexpected JSON")?,
             ErrorKind::Api(e) => write!(f, "{e}")?,
-            ErrorKind::Auth => f.write_str("authentication failed")?,
+            ErrorKind::Auth => f.write_str("authentication refused")?,
+            ErrorKind::AuthUnavailable => f.write_str("authentication failed for now")?,
             ErrorKind::RateLimited => f.write_str("rate limited")?,
             ErrorKind::SubscriptionRefused { channels } => {
                 write!(f, "subscription refused for {}", channels.join(", "))?

@@ -54,6 +54,11 @@ pub struct JsonRpcConfig {
     pub auth_method: String,
     /// Credentials; `None`: no authentication.
     pub credentials: Option<(String, Secret)>,
+    /// Error codes of the auth call that mean "refused" (bad credentials, invalid
+    /// params): the connection stops instead of retrying. Any other error from the auth
+    /// call (a rate limit, a busy server) backs off and retries. Default `[13004, -32602]`
+    /// (`invalid_credentials`, `Invalid params`).
+    pub auth_refusal_codes: Vec<i64>,
     /// Refresh this long before the grant expires. Default 30 s.
     pub refresh_margin: Duration,
     /// A server heartbeat (`method`, with `params.type == "test_request"`) and the method
@@ -70,6 +75,7 @@ impl Default for JsonRpcConfig {
             subscribe_batch: 64,
             auth_method: "public/auth".into(),
             credentials: None,
+            auth_refusal_codes: vec![13004, -32602],
             refresh_margin: Duration::from_secs(30),
             heartbeat: Some(("heartbeat".into(), "public/test".into())),
         }
@@ -125,6 +131,7 @@ impl JsonRpcConfig {
                     client_id: id.clone(),
                     client_secret: secret.clone(),
                     margin: self.refresh_margin,
+                    refusal_codes: self.auth_refusal_codes.clone(),
                 }) as Box<dyn AuthHandler>
             }),
             ..Handlers::default()
@@ -338,6 +345,7 @@ pub struct JsonRpcAuth {
     client_id: String,
     client_secret: Secret,
     margin: Duration,
+    refusal_codes: Vec<i64>,
 }
 
 #[derive(Deserialize)]
@@ -380,7 +388,10 @@ impl AuthHandler for JsonRpcAuth {
                     refresh_token: grant.refresh_token.map(Secret::new),
                 })
             }
-            Err(api) => Err(Error::new(ErrorKind::Auth).with_source(api.clone())),
+            Err(api) if self.refusal_codes.contains(&api.code) => {
+                Err(Error::new(ErrorKind::Auth).with_source(api.clone()))
+            }
+            Err(api) => Err(Error::new(ErrorKind::AuthUnavailable).with_source(api.clone())),
         }
     }
 
@@ -498,6 +509,7 @@ mod tests {
             client_id: "id".into(),
             client_secret: Secret::new("s3cret"),
             margin: Duration::from_secs(30),
+            refusal_codes: vec![13004],
         };
         let call = a.authenticate(None);
         assert_eq!(call.params["client_secret"], "s3cret");
@@ -514,6 +526,17 @@ mod tests {
             message: "invalid_credentials".into(),
             data: None,
         };
-        assert!(a.granted(Err(&bad)).unwrap_err().is_auth());
+        let refused = a.granted(Err(&bad)).unwrap_err();
+        assert!(refused.is_auth() && !refused.is_transient());
+        let busy = ApiError {
+            code: 10028,
+            message: "too_many_requests".into(),
+            data: None,
+        };
+        let later = a.granted(Err(&busy)).unwrap_err();
+        assert!(
+            later.is_auth() && later.is_transient(),
+            "a rate-limited auth retries"
+        );
     }
 }

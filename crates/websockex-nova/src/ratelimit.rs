@@ -6,6 +6,11 @@
 //! framework's own traffic (re-authentication, the resubscribe burst after a reconnect)
 //! pays too, ahead of user traffic; heartbeat answers and pongs never wait.
 //!
+//! Sizing against a venue's "N per sliding second" limit: a full bucket lets `burst` go at
+//! once and then `per_second` more within the same second, so choose
+//! `burst + per_second ≤ N + 1` (e.g. `RateLimit::new(50, 50.0)` for 99 per second).
+//! Heartbeat answers are not metered (they must never wait): leave the venue room for them.
+//!
 //! Why not the `governor` crate: it reads its own clock (quanta or `std::time::Instant`),
 //! so it neither follows tokio's paused time in tests nor fits the sans-IO core, where the
 //! actor passes the current instant in. The arithmetic below is a plain token bucket.

@@ -5,12 +5,10 @@
 //! the server; a link lost (or an auth unanswered) during auth is transient: back off and
 //! authenticate again. Paused time: a minute of token life takes no wall-clock time.
 //!
-//! Open design point (not asserted here): `JsonRpcAuth::granted` turns *every* error object
-//! the auth method returns into `ErrorKind::Auth`, which the default error handler treats as
-//! permanent. So a venue answering the auth with a transient error (`10028
-//! too_many_requests`, `-32603` internal error) stops the connection for good, exactly like
-//! bad credentials (`13004`). Telling them apart needs venue knowledge (which codes mean
-//! "bad credentials"), e.g. a list in `JsonRpcConfig` or a custom `ErrorHandler`.
+//! Which auth errors are refusals is venue knowledge: `JsonRpcConfig::auth_refusal_codes`
+//! (default `13004 invalid_credentials`, `-32602 Invalid params`) stop; any other error from
+//! the auth call (`10028 too_many_requests`, an internal error) is `AuthUnavailable`, which
+//! backs off and authenticates again.
 
 mod common;
 
@@ -271,4 +269,46 @@ async fn a_refused_refresh_falls_back_to_the_credentials_on_the_same_link() {
     assert_eq!(server.upgraded(), 1);
     assert_eq!(rpc.subscriptions(0), ["ticker.A"]);
     client.close().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limited_auth_backs_off_and_retries_instead_of_stopping() {
+    let rpc = rpc();
+    rpc.set_reply("public/auth", Reply::Error(RpcError::too_many_requests()));
+    let server = serve(&rpc).await;
+    let (client, mut events) = client(&server, config("secret")).spawn().unwrap();
+    // Three refused attempts, each followed by a backoff, not a stop.
+    assert!(
+        rpc.wait_for(secs(30), |r| r
+            .requests()
+            .iter()
+            .filter(|q| q.method == "public/auth")
+            .count()
+            >= 3)
+            .await
+    );
+    assert_ne!(client.status().state, websockex_nova::State::Closed);
+    rpc.clear_reply("public/auth");
+    client.ready().await.unwrap();
+    let trace = drain_until_connected(&mut events).await;
+    assert!(
+        trace.iter().any(|e| e == "disconnected#1 AuthUnavailable"),
+        "{trace:?}"
+    );
+    assert!(rpc.is_authenticated(server.upgraded() - 1));
+    client.close().await.unwrap();
+}
+
+/// Event descriptions up to the first `connected`.
+async fn drain_until_connected(events: &mut Events) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        let e = next_significant(events).await;
+        let d = describe(&e);
+        let done = matches!(e, Event::Connected { .. });
+        out.push(d);
+        if done {
+            return out;
+        }
+    }
 }
