@@ -86,6 +86,15 @@ enum Which {
     Raw,
 }
 
+impl Which {
+    fn name(self) -> &'static str {
+        match self {
+            Which::Nova => "websockex-nova",
+            Which::Raw => "tokio-websockets",
+        }
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -125,10 +134,7 @@ fn main() {
                     std::process::exit(1);
                 }
             }
-            let name = match client {
-                Which::Nova => "websockex-nova",
-                Which::Raw => "tokio-websockets",
-            };
+            let name = client.name();
             println!(
                 "{}",
                 serde_json::json!({
@@ -198,10 +204,7 @@ async fn rtt(which: Which, url: &str, count: usize, warmup: usize) {
     }
     samples.sort();
     let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p) as usize].as_secs_f64() * 1e6;
-    let name = match which {
-        Which::Nova => "websockex-nova",
-        Which::Raw => "tokio-websockets",
-    };
+    let name = which.name();
     println!(
         "{}",
         serde_json::json!({"client": name, "round_trips": samples.len(), "p50_us": pct(0.5), "p99_us": pct(0.99), "p999_us": pct(0.999)})
@@ -229,10 +232,7 @@ async fn idle(which: Which, url: &str, conns: usize) {
     open_conns(which, url, conns, &mut nova, &mut raw).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_kib();
-    let name = match which {
-        Which::Nova => "websockex-nova",
-        Which::Raw => "tokio-websockets",
-    };
+    let name = which.name();
     println!(
         "{}",
         serde_json::json!({

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::behaviour::{
-    Classified, ConnectInfo, DisconnectDecision, DisconnectInfo, ErrorContext, ErrorDecision,
+    Call, Classified, ConnectInfo, DisconnectDecision, DisconnectInfo, ErrorContext, ErrorDecision,
     ErrorPhase, FrameDecision, Handlers,
 };
 use crate::client::Status;
@@ -656,46 +656,67 @@ impl Actor {
             let _ = reply.send(Err(Error::config(format!("already subscribed to {c:?}"))));
             return;
         }
-        let batch = self
-            .handlers
-            .subscription
-            .as_ref()
-            .map_or(64, |h| h.batch_size())
-            .max(1);
         let (tx, rx) = mpsc::channel(self.config.subscription_capacity);
         for c in &unique {
             self.registry.insert(c.clone(), tx.clone());
         }
+        self.queue_subscribe_calls(unique, Some((reply, rx)), now);
+    }
+
+    /// Files a group for `channels` and queues one subscribe call per batch: a user's call
+    /// in the user queue (in order with the rest of their traffic), a restore in the
+    /// control queue (ahead of it). Returns the group id.
+    fn queue_subscribe_calls(
+        &mut self,
+        channels: Vec<String>,
+        user: Option<UserSubscribe>,
+        now: Instant,
+    ) -> u64 {
+        let Some(handler) = self.handlers.subscription.as_mut() else {
+            return 0;
+        };
+        let batch = handler.batch_size().max(1);
+        let calls: Vec<(Call, Vec<String>)> = channels
+            .chunks(batch)
+            .map(|c| (handler.subscribe(c), c.to_vec()))
+            .collect();
         let group = self.next_group;
         self.next_group += 1;
-        let batches: Vec<Vec<String>> = unique.chunks(batch).map(<[String]>::to_vec).collect();
+        let restore = user.is_none();
         self.groups.insert(
             group,
             Group {
-                remaining: batches.len(),
+                remaining: calls.len(),
                 confirmed: Vec::new(),
                 refused: Vec::new(),
                 error: None,
-                user: Some((reply, rx)),
+                user,
             },
         );
-        for channels in batches {
-            let call = self
-                .handlers
-                .subscription
-                .as_mut()
-                .expect("checked above")
-                .subscribe(&channels);
+        for (call, channels) in calls {
             let params = call.params.to_string();
             let cost = self.cost(Some(&call.method), params.len());
-            let job = Job::Call {
-                method: call.method,
-                params,
-                timeout: self.config.request_timeout,
-                waiter: Waiter::Subscribe { group, channels },
+            let queued = Queued {
+                item: Job::Call {
+                    method: call.method,
+                    params,
+                    timeout: self.config.request_timeout,
+                    waiter: Waiter::Subscribe { group, channels },
+                },
+                cost,
+                is_request: restore,
+                enqueued: now.into_std(),
             };
-            self.push_user(job, cost, false, now);
+            if restore {
+                self.outbox.push_control(queued);
+            } else if let Err(q) = self.outbox.push_user(queued) {
+                let len = self.outbox.user_len();
+                let err =
+                    Error::new(ErrorKind::QueueFull).with_context(format!("{len} frames waiting"));
+                fail_job(q.item, err, &mut self.groups, &mut self.registry);
+            }
         }
+        group
     }
 
     /// Forget channels; tell the venue if the link is up.
@@ -778,49 +799,10 @@ impl Actor {
     /// After auth: resubscribe every confirmed channel, or go Ready if there is none.
     async fn restore_subscriptions(&mut self, link: &Link) {
         let channels = self.registry.confirmed_channels();
-        let Some(handler) = self.handlers.subscription.as_mut() else {
-            return self.go_ready(link).await;
-        };
-        if channels.is_empty() {
+        if self.handlers.subscription.is_none() || channels.is_empty() {
             return self.go_ready(link).await;
         }
-        let batch = handler.batch_size().max(1);
-        let group = self.next_group;
-        self.next_group += 1;
-        let batches: Vec<Vec<String>> = channels.chunks(batch).map(<[String]>::to_vec).collect();
-        self.groups.insert(
-            group,
-            Group {
-                remaining: batches.len(),
-                confirmed: Vec::new(),
-                refused: Vec::new(),
-                error: None,
-                user: None,
-            },
-        );
-        for channels in batches {
-            let call = handler.subscribe(&channels);
-            let params = call.params.to_string();
-            let cost = if self.config.rate_limit.is_some() {
-                self.rate_limit.cost(&Outgoing {
-                    method: Some(&call.method),
-                    len: params.len(),
-                })
-            } else {
-                0
-            };
-            self.outbox.push_control(Queued {
-                item: Job::Call {
-                    method: call.method,
-                    params,
-                    timeout: self.config.request_timeout,
-                    waiter: Waiter::Subscribe { group, channels },
-                },
-                cost,
-                is_request: true,
-                enqueued: Instant::now().into_std(),
-            });
-        }
+        let group = self.queue_subscribe_calls(channels, None, Instant::now());
         self.phase = Phase::Subscribe { group };
         self.set_state(State::Subscribing).await;
     }
