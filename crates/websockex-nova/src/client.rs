@@ -702,22 +702,25 @@ impl ClientBuilder {
         let (client, events, connection) = self.build()?;
         let mut task = tokio::spawn(connection);
         let mut status = client.status.clone();
-        tokio::select! {
-            // `connects` rather than the state: a link that was Ready and died at once
-            // still counts as connected (its events say what followed).
+        // `connects` rather than the state: a link that was Ready and died at once still
+        // counts as connected (its events say what followed). Biased, and checked again
+        // after the task ended, so that race never turns a connect into an error.
+        let outcome = tokio::select! {
+            biased;
             ready = status.wait_for(|s| s.connects > 0) => {
                 if ready.is_ok() {
                     return Ok((client, events));
                 }
-                match task.await {
-                    Ok(Err(e)) => Err(e),
-                    _ => Err(Error::closed()),
-                }
+                task.await
             }
-            done = &mut task => match done {
-                Ok(Err(e)) => Err(e),
-                _ => Err(Error::closed()),
-            },
+            done = &mut task => done,
+        };
+        if client.status().connects > 0 {
+            return Ok((client, events));
+        }
+        match outcome {
+            Ok(Err(e)) => Err(e),
+            _ => Err(Error::closed()),
         }
     }
 }
