@@ -242,9 +242,16 @@ enum Job {
 /// Who waits for a response.
 enum Waiter {
     User(oneshot::Sender<Result<RawJson, Error>>),
-    Auth { refresh: bool },
-    Subscribe { group: u64, channels: Vec<String> },
+    Auth {
+        refresh: bool,
+    },
+    Subscribe {
+        group: u64,
+        channels: Vec<String>,
+    },
     Unsubscribe(Option<oneshot::Sender<Result<(), Error>>>),
+    /// A framework call whose answer nobody waits for (connect calls, auth follow-ups).
+    Notice(String),
 }
 
 /// The acks of one subscribe (user call or restore), possibly over several batches.
@@ -771,6 +778,16 @@ impl Actor {
                 return LinkEnd::Lost(e);
             }
         }
+        let info = ConnectInfo {
+            url: &self.config.url,
+            attempt: self.lifecycle.attempt(),
+            previous_connects: self.lifecycle.connects(),
+            subprotocol: link.subprotocol.as_deref(),
+        };
+        for call in self.handlers.connection.connect_calls(&info) {
+            let method = call.method.clone();
+            self.push_control(call.method, call.params, Waiter::Notice(method));
+        }
         if self.handlers.auth.is_some() {
             self.set_state(State::Authenticating).await;
             self.phase = Phase::Auth;
@@ -844,7 +861,7 @@ impl Actor {
                         let _ = reply.send(Ok(()));
                     }
                 }
-                Waiter::Auth { .. } => {}
+                Waiter::Auth { .. } | Waiter::Notice(_) => {}
             }
         }
         for job in self.outbox.link_lost() {
@@ -1012,6 +1029,9 @@ impl Actor {
                     if self.groups.get(&group).is_some_and(|g| g.user.is_some()) =>
                 {
                     self.group_failed(group, &channels, err);
+                }
+                Waiter::Notice(method) => {
+                    tracing::warn!(target: "websockex_nova", event = "call_unanswered", %method);
                 }
                 // The framework's own calls unanswered: the link is not healthy.
                 Waiter::Auth { .. } | Waiter::Subscribe { .. } => {
@@ -1236,6 +1256,19 @@ impl Actor {
     ) -> Option<LinkEnd> {
         match waiter {
             Waiter::User(_) => None,
+            Waiter::Notice(method) => {
+                match result {
+                    Ok(_) => {
+                        tracing::debug!(target: "websockex_nova", event = "call_answered", %method)
+                    }
+                    Err(api) => {
+                        tracing::warn!(target: "websockex_nova", event = "call_failed", %method, code = api.code);
+                        let err = Error::new(ErrorKind::Api(api)).with_context(method);
+                        self.events.emit(Event::Error(err)).await;
+                    }
+                }
+                None
+            }
             Waiter::Unsubscribe(reply) => {
                 if let Some(reply) = reply {
                     let _ = reply.send(
@@ -1251,6 +1284,12 @@ impl Actor {
                 match auth.granted(result.as_ref()) {
                     Ok(grant) => {
                         let margin = auth.refresh_margin();
+                        if !refresh {
+                            for call in grant.follow_up {
+                                let method = call.method.clone();
+                                self.push_control(call.method, call.params, Waiter::Notice(method));
+                            }
+                        }
                         self.refresh_token = grant.refresh_token;
                         self.refresh_at = grant.expires_in.map(|e| {
                             Instant::now() + e.saturating_sub(margin).max(Duration::from_millis(1))
@@ -1604,7 +1643,7 @@ fn fail_job(job: Job, err: Error, groups: &mut HashMap<u64, Group>, registry: &m
                     }
                 }
             }
-            Waiter::Auth { .. } => {}
+            Waiter::Auth { .. } | Waiter::Notice(_) => {}
         },
     }
 }

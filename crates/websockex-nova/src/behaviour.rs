@@ -91,6 +91,14 @@ pub trait ConnectionHandler: Send + 'static {
         Vec::new()
     }
 
+    /// Calls to make right after the upgrade, before authentication (a venue heartbeat
+    /// setup, a hello). They are metered like all framework traffic; their answers are
+    /// not waited for (an error answer becomes an [`Event::Error`](crate::Event::Error)).
+    fn connect_calls(&mut self, info: &ConnectInfo<'_>) -> Vec<Call> {
+        let _ = info;
+        Vec::new()
+    }
+
     /// Whether to come back after a lost link. The error handler is asked first; a `Stop`
     /// from either wins.
     fn on_disconnect(&mut self, info: &DisconnectInfo<'_>) -> DisconnectDecision {
@@ -208,6 +216,10 @@ pub struct AuthGrant {
     pub expires_in: Option<Duration>,
     /// A credential to refresh with before expiry, when the venue has one.
     pub refresh_token: Option<Secret>,
+    /// Calls to make right after a fresh authentication (not after a refresh), before
+    /// subscriptions are restored, e.g. enabling cancel-on-disconnect. Answers are not
+    /// waited for; an error answer becomes an [`Event::Error`](crate::Event::Error).
+    pub follow_up: Vec<Call>,
 }
 
 /// Authentication hooks. Run after every (re)connect before subscriptions are restored,
