@@ -210,7 +210,8 @@ pub trait SubscriptionHandler: Send + 'static {
 }
 
 /// A successful authentication.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
 pub struct AuthGrant {
     /// How long the grant is valid (`None`: until the connection ends).
     pub expires_in: Option<Duration>,

@@ -150,7 +150,8 @@ pub struct Error {
 }
 
 impl Error {
-    pub(crate) fn new(kind: ErrorKind) -> Self {
+    /// An error of `kind`. For behaviours and adapters that report errors of their own.
+    pub fn new(kind: ErrorKind) -> Self {
         Self {
             kind,
             source: None,
@@ -158,7 +159,9 @@ impl Error {
         }
     }
 
-    pub(crate) fn with_source(
+    /// Keeps `source` as the cause ([`std::error::Error::source`]).
+    #[must_use]
+    pub fn with_source(
         mut self,
         source: impl Into<Box<dyn StdError + Send + Sync + 'static>>,
     ) -> Self {
@@ -166,7 +169,9 @@ impl Error {
         self
     }
 
-    pub(crate) fn with_context(mut self, context: impl Into<Box<str>>) -> Self {
+    /// Adds a short context (what was being done) to the message.
+    #[must_use]
+    pub fn with_context(mut self, context: impl Into<Box<str>>) -> Self {
         self.context = Some(context.into());
         self
     }

@@ -386,7 +386,7 @@ impl AuthHandler for JsonRpcAuth {
                         .filter(|s| s.is_finite() && *s > 0.0)
                         .map(Duration::from_secs_f64),
                     refresh_token: grant.refresh_token.map(Secret::new),
-                    follow_up: Vec::new(),
+                    ..AuthGrant::default()
                 })
             }
             Err(api) if self.refusal_codes.contains(&api.code) => {

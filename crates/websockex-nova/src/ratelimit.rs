@@ -113,6 +113,13 @@ pub struct Outgoing<'a> {
     pub len: usize,
 }
 
+impl<'a> Outgoing<'a> {
+    /// Describes a frame (for tests of a [`RateLimitHandler`]).
+    pub fn new(method: Option<&'a str>, len: usize) -> Self {
+        Outgoing { method, len }
+    }
+}
+
 /// The cost of each outgoing frame in credits.
 pub trait RateLimitHandler: Send + 'static {
     /// Credits this frame costs (0: free).
