@@ -10,6 +10,7 @@
 mod autobahn;
 mod connect;
 mod demo;
+mod deribit;
 mod report;
 mod serve;
 
@@ -38,6 +39,8 @@ enum Command {
     Connect(connect::Args),
     /// Run the demo: an in-process echo server, a client, injected faults and the recovery.
     Demo(demo::Args),
+    /// Deribit API v2: subscribe to channels or call a method.
+    Deribit(deribit::Args),
     /// Run the testkit echo server until interrupted.
     Serve(serve::Args),
     /// Run the Autobahn TestSuite client cases against a fuzzing server.
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
             Command::Connect(args) => connect::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Serve(args) => serve::run(args).await,
+            Command::Deribit(args) => deribit::run(args).await,
             Command::Autobahn(args) => autobahn::run(args).await,
         }
     });
