@@ -15,10 +15,10 @@ SPID=$!
 trap 'kill $SPID 2>/dev/null || true' EXIT
 sleep 0.3
 OUT=$(mktemp -d)
-ir() { # client parse-flag n
-    local f="$OUT/cg.$1.$2.$3"
+ir() { # client parse-flag n [path]
+    local f="$OUT/cg.$1.$2.$3.${4:-stream}"
     valgrind --tool=callgrind --callgrind-out-file="$f" "$BIN" stream --client "$1" $2 \
-        "ws://127.0.0.1:$PORT/stream?n=$3&size=$SIZE" >/dev/null 2>"$f.log"
+        "ws://127.0.0.1:$PORT/${4:-stream}?n=$3&size=$SIZE" >/dev/null 2>"$f.log"
     grep -E '^summary:|^totals:' "$f" | head -1 | awk '{print $2}'
 }
 printf '%-18s %-9s %12s\n' client mode Ir/msg
@@ -28,4 +28,11 @@ for mode in "" "--no-parse"; do
         b=$(ir "$client" "$mode" "$N2")
         printf '%-18s %-9s %12.0f\n' "$client" "${mode:-parse}" "$(echo "($b - $a) / ($N2 - $N1)" | bc -l)"
     done
+done
+# The typed path (DESIGN §6): Deribit adapter, frame -> classify -> route -> typed Ticker,
+# against the raw client parsing every notification into serde_json::Value, same server path.
+for client in raw typed; do
+    a=$(ir "$client" "" "$N1" deribit)
+    b=$(ir "$client" "" "$N2" deribit)
+    printf '%-18s %-9s %12.0f\n' "$client" "deribit" "$(echo "($b - $a) / ($N2 - $N1)" | bc -l)"
 done

@@ -84,6 +84,8 @@ enum Which {
     Nova,
     /// A bare tokio-websockets client.
     Raw,
+    /// The Deribit adapter's typed ticker stream (server path `/deribit`).
+    Typed,
 }
 
 impl Which {
@@ -91,6 +93,7 @@ impl Which {
         match self {
             Which::Nova => "websockex-nova",
             Which::Raw => "tokio-websockets",
+            Which::Typed => "websockex-nova-deribit typed ticker",
         }
     }
 }
@@ -120,6 +123,7 @@ fn main() {
                 match client {
                     Which::Nova => nova_stream(&url, !no_parse).await,
                     Which::Raw => raw_stream(&url, !no_parse).await,
+                    Which::Typed => typed_stream(&url).await,
                 }
             });
             let cpu = cpu_time().saturating_sub(cpu0);
@@ -181,7 +185,7 @@ async fn rtt(which: Which, url: &str, count: usize, warmup: usize) {
                 }
             }
         }
-        Which::Nova => {
+        Which::Nova | Which::Typed => {
             let (client, _events) = Client::builder(url)
                 .json_rpc(websockex_nova::jsonrpc::JsonRpcConfig::default())
                 .keepalive(KeepaliveConfig::disabled())
@@ -253,7 +257,7 @@ async fn open_conns(
 ) {
     for _ in 0..n {
         match which {
-            Which::Nova => {
+            Which::Nova | Which::Typed => {
                 let parts = Client::builder(url).connect().await.expect("connect");
                 nova.push(parts);
             }
@@ -301,6 +305,14 @@ async fn raw_stream(url: &str, parse: bool) -> (u64, f64, f64) {
         .connect()
         .await
         .expect("connect");
+    if url.contains("/deribit") {
+        // The same subscribe the adapter sends; the ack is not counted.
+        let sub = r#"{"jsonrpc":"2.0","id":1,"method":"public/subscribe","params":{"channels":["ticker.BTC-PERPETUAL.raw"]}}"#;
+        ws.send(tokio_websockets::Message::text(sub))
+            .await
+            .expect("send");
+        let _ack = ws.next().await.expect("ack").expect("ack");
+    }
     let start = Instant::now();
     let (mut n, mut sum) = (0u64, 0.0);
     while let Some(msg) = ws.next().await {
@@ -313,6 +325,34 @@ async fn raw_stream(url: &str, parse: bool) -> (u64, f64, f64) {
             if parse {
                 sum += best_bid(msg.as_payload());
             }
+        }
+    }
+    (n, start.elapsed().as_secs_f64(), sum)
+}
+
+/// The typed path of DESIGN §6: frame → classify → route → typed ticker the user reads.
+async fn typed_stream(url: &str) -> (u64, f64, f64) {
+    use websockex_nova_deribit::channels::Interval;
+    use websockex_nova_deribit::{DeribitClient, DeribitConfig, Endpoint, TypedEvent};
+    let config = DeribitConfig::new(Endpoint::Custom(url.to_owned()));
+    let (client, _events) = config
+        .builder()
+        .reconnect(ReconnectPolicy::never())
+        .keepalive(KeepaliveConfig::disabled())
+        .connect()
+        .await
+        .expect("connect");
+    let deribit = DeribitClient::from_client(client);
+    let mut ticks = deribit
+        .subscribe_ticker("BTC-PERPETUAL", Interval::Raw)
+        .await
+        .expect("subscribe");
+    let start = Instant::now();
+    let (mut n, mut sum) = (0u64, 0.0);
+    while let Some(event) = ticks.next().await {
+        if let TypedEvent::Data(ticker) = event {
+            n += 1;
+            sum += ticker.best_bid_price.unwrap_or(0.0);
         }
     }
     (n, start.elapsed().as_secs_f64(), sum)
@@ -386,6 +426,40 @@ async fn server(listen: SocketAddr) {
                 return;
             }
             let query = request.uri().query().unwrap_or_default().to_owned();
+            if request.uri().path() == "/deribit" {
+                // Answer requests; after a subscribe, stream the tickers on its channel.
+                let n: usize = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("n="))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(100_000);
+                while let Some(Ok(msg)) = ws.next().await {
+                    let Ok(v) = serde_json::from_slice::<serde_json::Value>(msg.as_payload())
+                    else {
+                        continue;
+                    };
+                    let method = v["method"].as_str().unwrap_or_default().to_owned();
+                    let result = if method.ends_with("/subscribe") {
+                        v["params"]["channels"].clone()
+                    } else {
+                        serde_json::json!("ok")
+                    };
+                    let answer =
+                        serde_json::json!({"jsonrpc": "2.0", "id": v["id"], "result": result});
+                    if ws
+                        .send(tokio_websockets::Message::text(answer.to_string()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    if method.ends_with("/subscribe") {
+                        break;
+                    }
+                }
+                stream_tickers(&mut ws, n, 350).await;
+                return;
+            }
             let param = |key: &str, default: usize| {
                 query
                     .split('&')
@@ -395,28 +469,36 @@ async fn server(listen: SocketAddr) {
                     .unwrap_or(default)
             };
             let (n, size) = (param("n", 100_000), param("size", 350));
-            let pool: Vec<Vec<u8>> = (0..4096u64)
-                .map(|i| raw_frame(true, 0x1, ticker_notification(i, size).as_bytes()))
-                .collect();
-            let mut buf = Vec::with_capacity(64 * 1024 + 512);
-            for i in 0..n {
-                buf.extend_from_slice(&pool[i % pool.len()]);
-                if buf.len() >= 64 * 1024 {
-                    if ws.get_mut().write_all(&buf).await.is_err() {
-                        return;
-                    }
-                    buf.clear();
-                }
-            }
-            buf.extend_from_slice(&raw_frame(true, 0x8, &1000u16.to_be_bytes()));
+            stream_tickers(&mut ws, n, size).await;
+        });
+    }
+}
+
+/// Writes `n` pre-framed ticker notifications (4,096 distinct ones, cycled) in writes of up
+/// to 64 KiB, then `Close(1000)`, then waits up to 5 s for the client's close.
+async fn stream_tickers<S>(ws: &mut tokio_websockets::WebSocketStream<S>, n: usize, size: usize)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let pool: Vec<Vec<u8>> = (0..4096u64)
+        .map(|i| raw_frame(true, 0x1, ticker_notification(i, size).as_bytes()))
+        .collect();
+    let mut buf = Vec::with_capacity(64 * 1024 + 512);
+    for i in 0..n {
+        buf.extend_from_slice(&pool[i % pool.len()]);
+        if buf.len() >= 64 * 1024 {
             if ws.get_mut().write_all(&buf).await.is_err() {
                 return;
             }
-            // Wait for the client's close (or EOF), at most 5 s.
-            let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                while let Some(Ok(_)) = ws.next().await {}
-            })
-            .await;
-        });
+            buf.clear();
+        }
     }
+    buf.extend_from_slice(&raw_frame(true, 0x8, &1000u16.to_be_bytes()));
+    if ws.get_mut().write_all(&buf).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
 }

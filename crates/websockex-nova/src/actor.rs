@@ -44,6 +44,7 @@ use crate::outbox::{Next, Outbox, Queued};
 use crate::ratelimit::{OnLimit, Outgoing, RateLimitHandler, TokenBucket};
 use crate::reconnect::{Backoff, Strategy};
 use crate::rpc::Pending;
+pub(crate) use crate::subscription::Lag;
 use crate::subscription::{Registry, Route, SubscriptionEvent};
 use crate::transport::{Connector, Link};
 
@@ -80,6 +81,7 @@ pub(crate) enum Command {
 /// A confirmed subscription handed back to the handle.
 pub(crate) struct SubscribeOk {
     pub(crate) rx: mpsc::Receiver<SubscriptionEvent>,
+    pub(crate) lagged: Lag,
     pub(crate) confirmed: Vec<String>,
     pub(crate) refused: Vec<String>,
 }
@@ -98,7 +100,7 @@ pub(crate) fn run(
     rng: Option<Box<dyn RngCore + Send>>,
     close_wanted: Arc<Notify>,
     commands: mpsc::Receiver<Command>,
-    events: mpsc::Sender<Event>,
+    events: (mpsc::Sender<Event>, Lag),
     status: watch::Sender<Status>,
 ) -> Result<impl std::future::Future<Output = Result<(), Error>> + Send, Error> {
     let connector = Arc::new(Connector::new(&config)?);
@@ -128,7 +130,8 @@ pub(crate) fn run(
 struct EventSink {
     tx: mpsc::Sender<Event>,
     policy: OverflowPolicy,
-    lagged: u64,
+    /// Messages dropped under `DropNewest`, announced by the reader once drained.
+    lag: Lag,
     gone: bool,
     /// While closing, lifecycle events wait at most this long for room: a consumer that
     /// neither reads nor drops its stream must not make `close()` hang.
@@ -144,10 +147,6 @@ impl EventSink {
     async fn emit(&mut self, event: Event) {
         if self.gone {
             return;
-        }
-        if self.lagged > 0 {
-            let dropped = std::mem::take(&mut self.lagged);
-            self.send(Event::Lagged { dropped }).await;
         }
         self.send(event).await;
     }
@@ -182,28 +181,12 @@ impl EventSink {
         if self.gone {
             return Ok(());
         }
-        if self.lagged > 0 {
-            match self.tx.try_send(Event::Lagged {
-                dropped: self.lagged,
-            }) {
-                Ok(()) => self.lagged = 0,
-                Err(TrySendError::Full(_)) => {
-                    self.lagged += 1;
-                    tracing::trace!(target: "websockex_nova", event = "dropped", "event stream full");
-                    return Ok(());
-                }
-                Err(TrySendError::Closed(_)) => {
-                    self.gone = true;
-                    return Ok(());
-                }
-            }
-        }
         match self.tx.try_send(event) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(event)) => match self.policy {
                 OverflowPolicy::Block => Err(event),
                 OverflowPolicy::DropNewest => {
-                    self.lagged += 1;
+                    self.lag.add();
                     tracing::trace!(target: "websockex_nova", event = "dropped", "event stream full");
                     Ok(())
                 }
@@ -268,6 +251,7 @@ struct Group {
 type UserSubscribe = (
     oneshot::Sender<Result<SubscribeOk, Error>>,
     mpsc::Receiver<SubscriptionEvent>,
+    Lag,
 );
 
 /// Where a link is in its restore.
@@ -290,6 +274,8 @@ enum Inbound {
     Heartbeat(Frame),
     /// The event stream is full under `OverflowPolicy::Block`: wait for room.
     Blocked(Event),
+    /// A subscription's stream is full under `OverflowPolicy::Block`: wait for room.
+    SubscriptionFull(mpsc::Sender<SubscriptionEvent>, SubscriptionEvent),
     /// An answer to the framework's own call.
     Internal(Waiter, Result<RawJson, ApiError>),
     /// A user request was answered: its in-flight slot is free, write what waits.
@@ -350,7 +336,7 @@ impl Actor {
         rng: Option<Box<dyn RngCore + Send>>,
         close_wanted: Arc<Notify>,
         commands: mpsc::Receiver<Command>,
-        events: mpsc::Sender<Event>,
+        (events, lag): (mpsc::Sender<Event>, Lag),
         status: watch::Sender<Status>,
     ) -> Actor {
         let backoff = match rng {
@@ -373,7 +359,7 @@ impl Actor {
             events: EventSink {
                 tx: events,
                 policy: config.overflow,
-                lagged: 0,
+                lag,
                 gone: false,
                 closing_wait: None,
                 close_wanted,
@@ -386,7 +372,7 @@ impl Actor {
                 config.max_in_flight,
             ),
             pending: Pending::new(),
-            registry: Registry::default(),
+            registry: Registry::new(config.overflow == OverflowPolicy::Block),
             groups: HashMap::new(),
             next_group: 1,
             phase: Phase::Ready,
@@ -664,10 +650,11 @@ impl Actor {
             return;
         }
         let (tx, rx) = mpsc::channel(self.config.subscription_capacity);
+        let lagged = Lag::default();
         for c in &unique {
-            self.registry.insert(c.clone(), tx.clone());
+            self.registry.insert(c.clone(), tx.clone(), lagged.clone());
         }
-        self.queue_subscribe_calls(unique, Some((reply, rx)), now);
+        self.queue_subscribe_calls(unique, Some((reply, rx, lagged)), now);
     }
 
     /// Files a group for `channels` and queues one subscribe call per batch: a user's call
@@ -888,7 +875,7 @@ impl Actor {
         let Some(g) = self.groups.remove(&group) else {
             return;
         };
-        if let Some((reply, _rx)) = g.user {
+        if let Some((reply, _rx, _)) = g.user {
             for c in channels.iter().chain(&g.confirmed) {
                 self.registry.remove(c);
             }
@@ -1145,6 +1132,7 @@ impl Actor {
                     Classified::Notification { channel, data } => {
                         match self.registry.route(channel, data) {
                             Route::Delivered | Route::Dropped => Inbound::Done,
+                            Route::Full(tx, event) => Inbound::SubscriptionFull(tx, event),
                             Route::Gone => Inbound::Abandoned,
                             Route::Unknown => self.deliver(Event::Message(frame)),
                         }
@@ -1232,6 +1220,9 @@ impl Actor {
                     return self.pump(link).await.err().map(LinkEnd::Lost);
                 }
                 Inbound::Blocked(event) => return self.deliver_blocking(link, pings, event).await,
+                Inbound::SubscriptionFull(tx, event) => {
+                    return self.subscription_blocking(link, pings, tx, event).await
+                }
                 Inbound::ServerClose(close) => {
                     let (code, reason) = match close {
                         Some(c) => (Some(c.code), c.reason),
@@ -1365,7 +1356,7 @@ impl Actor {
                 .await;
         }
         match g.user {
-            Some((reply, rx)) => {
+            Some((reply, rx, lagged)) => {
                 let outcome = if g.confirmed.is_empty() {
                     let mut err = Error::new(ErrorKind::SubscriptionRefused {
                         channels: g.refused,
@@ -1378,6 +1369,7 @@ impl Actor {
                     tracing::info!(target: "websockex_nova", event = "subscribed", channels = g.confirmed.len());
                     Ok(SubscribeOk {
                         rx,
+                        lagged,
                         confirmed: g.confirmed,
                         refused: g.refused,
                     })
@@ -1446,6 +1438,42 @@ impl Actor {
                 cmd = self.commands.recv() => {
                     if let Some(end) = self.on_command(link, pings, cmd).await {
                         self.events.emit(event).await;
+                        return Some(end);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A subscription's stream is full and the policy is to wait: as
+    /// [`deliver_blocking`](Self::deliver_blocking), for that stream.
+    async fn subscription_blocking(
+        &mut self,
+        link: &mut Link,
+        pings: &mut Vec<PendingPing>,
+        tx: mpsc::Sender<SubscriptionEvent>,
+        event: SubscriptionEvent,
+    ) -> Option<LinkEnd> {
+        loop {
+            tokio::select! {
+                biased;
+                permit = tx.reserve() => {
+                    match permit {
+                        Ok(permit) => {
+                            permit.send(event);
+                            return None;
+                        }
+                        // The user dropped the subscription meanwhile: unsubscribe.
+                        Err(_) => {
+                            let _ = pings;
+                            let gone = self.registry.abandoned();
+                            self.unsubscribe(gone, None, Instant::now());
+                            return self.pump(link).await.err().map(LinkEnd::Lost);
+                        }
+                    }
+                }
+                cmd = self.commands.recv() => {
+                    if let Some(end) = self.on_command(link, pings, cmd).await {
                         return Some(end);
                     }
                 }
@@ -1561,7 +1589,7 @@ impl Actor {
             fail_job(job, Error::closed(), &mut self.groups, &mut self.registry);
         }
         for (_, g) in self.groups.drain() {
-            if let Some((reply, _)) = g.user {
+            if let Some((reply, _, _)) = g.user {
                 let _ = reply.send(Err(Error::closed()));
             }
         }
@@ -1638,7 +1666,7 @@ fn fail_job(job: Job, err: Error, groups: &mut HashMap<u64, Group>, registry: &m
                     for c in &g.confirmed {
                         registry.remove(c);
                     }
-                    if let Some((reply, _)) = g.user {
+                    if let Some((reply, _, _)) = g.user {
                         let _ = reply.send(Err(err));
                     }
                 }
@@ -1700,7 +1728,7 @@ mod tests {
             None,
             Arc::new(Notify::new()),
             commands,
-            events,
+            (events, Lag::default()),
             status,
         );
         let link = connector

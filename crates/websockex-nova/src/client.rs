@@ -255,6 +255,7 @@ impl Client {
         let ok = rx.await.map_err(|_| Error::closed())??;
         Ok(Subscription {
             rx: ok.rx,
+            lagged: ok.lagged,
             channels: ok.confirmed,
             refused: ok.refused,
             client: self.clone(),
@@ -642,6 +643,7 @@ impl ClientBuilder {
         self.config.validate()?;
         let (cmd_tx, cmd_rx) = mpsc::channel(self.config.command_capacity);
         let (event_tx, event_rx) = mpsc::channel(self.config.event_capacity);
+        let lag = actor::Lag::default();
         let initial = Status {
             state: State::Connecting,
             attempt: 1,
@@ -656,7 +658,7 @@ impl ClientBuilder {
             self.rng,
             Arc::clone(&close_wanted),
             cmd_rx,
-            event_tx,
+            (event_tx, lag.clone()),
             status_tx,
         )?;
         Ok((
@@ -665,7 +667,7 @@ impl ClientBuilder {
                 status: status_rx,
                 closer: Arc::new(Closer(close_wanted)),
             },
-            Events { rx: event_rx },
+            Events { rx: event_rx, lag },
             Connection { fut: Box::pin(fut) },
         ))
     }

@@ -29,7 +29,7 @@ impl Default for OfflinePolicy {
     }
 }
 
-/// What happens when the event stream is full.
+/// What happens when the event stream, or a subscription's stream, is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum OverflowPolicy {
@@ -41,8 +41,9 @@ pub enum OverflowPolicy {
     #[default]
     Block,
     /// Drop the newest message, count it, and announce the count with
-    /// [`Event::Lagged`](crate::Event::Lagged) as soon as there is room. Lifecycle events
-    /// are never dropped.
+    /// [`Event::Lagged`](crate::Event::Lagged) (on a subscription's stream:
+    /// [`SubscriptionEvent::Lagged`](crate::SubscriptionEvent::Lagged)) as soon as there is
+    /// room. Lifecycle events are never dropped.
     DropNewest,
 }
 

@@ -129,6 +129,7 @@ impl Event {
 #[derive(Debug)]
 pub struct Events {
     pub(crate) rx: mpsc::Receiver<Event>,
+    pub(crate) lag: crate::subscription::Lag,
 }
 
 impl Events {
@@ -138,12 +139,29 @@ impl Events {
     ///
     /// Cancel safe: an event is never lost by dropping this future.
     pub async fn next(&mut self) -> Option<Event> {
-        self.rx.recv().await
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
     }
 
     /// An event if one is waiting, without waiting.
     pub fn try_next(&mut self) -> Option<Event> {
-        self.rx.try_recv().ok()
+        match self.rx.try_recv() {
+            Ok(event) => Some(event),
+            Err(_) => match self.lag.take() {
+                0 => None,
+                dropped => Some(Event::Lagged { dropped }),
+            },
+        }
+    }
+
+    /// Queued events first; once drained, the messages the overflow policy dropped.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(event)) => Poll::Ready(Some(event)),
+            other => match self.lag.take() {
+                0 => other,
+                dropped => Poll::Ready(Some(Event::Lagged { dropped })),
+            },
+        }
     }
 }
 
@@ -151,6 +169,6 @@ impl futures_util::Stream for Events {
     type Item = Event;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        self.rx.poll_recv(cx)
+        self.poll_event(cx)
     }
 }

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::sync::mpsc;
@@ -38,6 +40,7 @@ pub enum SubscriptionEvent {
 #[derive(Debug)]
 pub struct Subscription {
     pub(crate) rx: mpsc::Receiver<SubscriptionEvent>,
+    pub(crate) lagged: Lag,
     pub(crate) channels: Vec<String>,
     pub(crate) refused: Vec<String>,
     pub(crate) client: Client,
@@ -60,7 +63,18 @@ impl Subscription {
     ///
     /// Cancel safe.
     pub async fn next(&mut self) -> Option<SubscriptionEvent> {
-        self.rx.recv().await
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    /// Queued notifications first; once the queue is drained, the drops it caused.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<SubscriptionEvent>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(event)) => Poll::Ready(Some(event)),
+            other => match self.lagged.take() {
+                0 => other,
+                dropped => Poll::Ready(Some(SubscriptionEvent::Lagged { dropped })),
+            },
+        }
     }
 
     /// Unsubscribes from all of its channels and waits for the venue's answer.
@@ -81,7 +95,22 @@ impl futures_util::Stream for Subscription {
     type Item = SubscriptionEvent;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
+        self.poll_event(cx)
+    }
+}
+
+/// Drops counted by the connection, announced by the reader when its queue is drained (so
+/// an announcement never waits for the next notification).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Lag(Arc<AtomicU64>);
+
+impl Lag {
+    pub(crate) fn add(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn take(&self) -> u64 {
+        self.0.swap(0, Ordering::Relaxed)
     }
 }
 
@@ -91,16 +120,18 @@ pub(crate) struct Entry {
     pub(crate) tx: mpsc::Sender<SubscriptionEvent>,
     /// Confirmed by the venue at least once: restored after every reconnect.
     pub(crate) confirmed: bool,
-    /// Dropped for lack of room, not yet announced.
-    pub(crate) lagged: u64,
+    /// Drops for lack of room, shared with the stream's reader.
+    pub(crate) lagged: Lag,
 }
 
 /// Where a notification went.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Route {
     Delivered,
     /// The subscription's stream is full: counted, announced later.
     Dropped,
+    /// The stream is full and the policy is to wait: the caller waits for room.
+    Full(mpsc::Sender<SubscriptionEvent>, SubscriptionEvent),
     /// The user dropped the subscription: unsubscribe.
     Gone,
     /// Nobody subscribed to this channel.
@@ -111,20 +142,34 @@ pub(crate) enum Route {
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     entries: HashMap<String, Entry>,
+    /// Wait for room (TCP backpressure) instead of dropping.
+    block: bool,
 }
 
 impl Registry {
+    pub(crate) fn new(block: bool) -> Self {
+        Registry {
+            entries: HashMap::new(),
+            block,
+        }
+    }
+
     pub(crate) fn contains(&self, channel: &str) -> bool {
         self.entries.contains_key(channel)
     }
 
-    pub(crate) fn insert(&mut self, channel: String, tx: mpsc::Sender<SubscriptionEvent>) {
+    pub(crate) fn insert(
+        &mut self,
+        channel: String,
+        tx: mpsc::Sender<SubscriptionEvent>,
+        lagged: Lag,
+    ) {
         self.entries.insert(
             channel,
             Entry {
                 tx,
                 confirmed: false,
-                lagged: 0,
+                lagged,
             },
         );
     }
@@ -171,25 +216,14 @@ impl Registry {
             return Route::Unknown;
         };
         use mpsc::error::TrySendError;
-        if entry.lagged > 0 {
-            match entry.tx.try_send(SubscriptionEvent::Lagged {
-                dropped: entry.lagged,
-            }) {
-                Ok(()) => entry.lagged = 0,
-                Err(TrySendError::Full(_)) => {
-                    entry.lagged += 1;
-                    return Route::Dropped;
-                }
-                Err(TrySendError::Closed(_)) => return Route::Gone,
-            }
-        }
         match entry
             .tx
             .try_send(SubscriptionEvent::Notification { channel, data })
         {
             Ok(()) => Route::Delivered,
+            Err(TrySendError::Full(event)) if self.block => Route::Full(entry.tx.clone(), event),
             Err(TrySendError::Full(_)) => {
-                entry.lagged += 1;
+                entry.lagged.add();
                 Route::Dropped
             }
             Err(TrySendError::Closed(_)) => Route::Gone,
