@@ -1,20 +1,21 @@
-//! `nova demo`: the framework's story in a few seconds, on an in-process echo server.
-//!
-//! A client connects to the testkit echo server started right here, sends a numbered line
-//! every tick and counts the echoes. Midway the server drops every connection (a network
-//! fault), later it goes away entirely and comes back on the same port (an outage). The
-//! client recovers from both by itself; lines typed during the outage wait in the offline
-//! queue and are echoed after the reconnect. It ends with a summary and exits nonzero if
-//! a line went missing. (The Deribit simulator version of this demo comes with the Deribit
-//! adapter.)
+//! `nova demo`: the README's main job. A Deribit client against the simulator started
+//! right here: it authenticates (`client_signature` with the demo key), subscribes to a
+//! ticker and a book, and shows them live; then the simulator drops every connection and
+//! later skips a book change. The client recovers from both by itself (reconnect, re-auth,
+//! resubscribe, book resync) and the demo ends with a summary; it exits nonzero if the
+//! client did not recover. On a terminal it draws one live screen; piped, it prints one
+//! line per event.
 
-use std::collections::BTreeSet;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use websockex_nova::{Client, Event, Frame, Jitter, ReconnectPolicy, State};
-use websockex_nova_testkit::{Script, TestServer};
+use websockex_nova::{Event, ReconnectPolicy, State};
+use websockex_nova_deribit::channels::Interval;
+use websockex_nova_deribit::{
+    BookEvent, Credentials, DeribitClient, DeribitConfig, Endpoint, TypedEvent,
+};
+use websockex_nova_testkit::deribit::{DeribitSim, SimConfig};
 
 use crate::parse_duration;
 use crate::report::event_text;
@@ -23,60 +24,67 @@ use crate::report::event_text;
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     /// How long the demo runs.
-    #[arg(long, value_parser = parse_duration, default_value = "6s")]
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
     duration: Duration,
-    /// Interval between lines sent.
+    /// Run the plain echo-server demo instead.
+    #[arg(long)]
+    echo: bool,
+    /// Echo demo only: interval between lines sent.
     #[arg(long, value_parser = parse_duration, default_value = "50ms")]
     tick: Duration,
 }
 
-struct Screen {
-    start: Instant,
-    fancy: bool,
-}
+const INSTRUMENT: &str = "BTC-PERPETUAL";
 
-impl Screen {
-    fn line(&self, tag: &str, text: &str) {
-        let t = self.start.elapsed().as_secs_f64();
-        if self.fancy {
-            let color = match tag {
-                "fault" => "\x1b[31m",
-                "event" => "\x1b[36m",
-                "ok" => "\x1b[32m",
-                _ => "\x1b[0m",
-            };
-            eprintln!("\x1b[2m{t:7.3}s\x1b[0m {color}{tag:>6}\x1b[0m  {text}");
-        } else {
-            eprintln!("{t:7.3}s {tag:>6}  {text}");
-        }
-    }
+#[derive(Default)]
+struct Tally {
+    ticks: u64,
+    book_updates: u64,
+    snapshots: u64,
+    gaps: u64,
+    reconnects: u32,
+    auths: u32,
+    resubscribes: u32,
+    mark: Option<f64>,
+    last_rtt: Option<Duration>,
+    log: Vec<String>,
 }
 
 /// Runs the demo.
 pub(crate) async fn run(args: Args) -> ExitCode {
-    let screen = Screen {
-        start: Instant::now(),
-        fancy: std::io::stderr().is_terminal(),
+    if args.echo {
+        return crate::echo_demo::run(args.duration, args.tick).await;
+    }
+    let start = Instant::now();
+    let fancy = std::io::stdout().is_terminal();
+    let say = |tally: &mut Tally, line: String| {
+        let line = format!("{:7.3}s  {line}", start.elapsed().as_secs_f64());
+        if !fancy {
+            eprintln!("{line}");
+        }
+        tally.log.push(line);
     };
-    let mut server = match TestServer::start(Script::echo()).await {
-        Ok(s) => s,
+    let mut tally = Tally::default();
+
+    let sim = match DeribitSim::start(SimConfig::default()).await {
+        Ok(sim) => sim,
         Err(e) => {
-            eprintln!("nova: demo: cannot start the echo server: {e}");
+            eprintln!("nova: demo: cannot start the Deribit simulator: {e}");
             return ExitCode::FAILURE;
         }
     };
-    screen.line(
-        "setup",
-        &format!("echo server listening on {}", server.url()),
+    say(
+        &mut tally,
+        format!("Deribit simulator listening on {}", sim.url()),
     );
-    let connected = Client::builder(server.url())
-        .reconnect(ReconnectPolicy::jittered(
+    let config = DeribitConfig::new(Endpoint::Custom(sim.url()))
+        .with_credentials(Credentials::client_signature("demo-key", "demo-secret"));
+    let connected = config
+        .builder()
+        .reconnect(ReconnectPolicy::exponential(
             Duration::from_millis(100),
-            Duration::from_secs(1),
-            Jitter::Full,
+            Duration::from_secs(2),
         ))
-        .ping_interval(Some(Duration::from_millis(500)))
-        .ping_timeout(Some(Duration::from_secs(2)))
         .connect()
         .await;
     let (client, mut events) = match connected {
@@ -86,134 +94,191 @@ pub(crate) async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let deribit = DeribitClient::from_client(client.clone());
+    let (mut ticker, mut book) = match tokio::try_join!(
+        deribit.subscribe_ticker(INSTRUMENT, Interval::Ms100),
+        deribit.subscribe_book(INSTRUMENT, Interval::Ms100),
+    ) {
+        Ok(streams) => streams,
+        Err(e) => {
+            eprintln!("nova: demo: subscribe failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    say(
+        &mut tally,
+        format!("authenticated; subscribed to ticker and book of {INSTRUMENT}"),
+    );
 
+    let faults = sim.faults();
     let total = args.duration;
     let drop_at = total.mul_f64(0.3);
-    let outage_at = total.mul_f64(0.55);
-    let outage_for = total.mul_f64(0.15).max(Duration::from_millis(300));
-    let stop_sending_at = total.mul_f64(0.85);
-
-    // The sender: one numbered line per tick; every send resolves once written (or queued
-    // while offline and written after the reconnect).
-    let sender = {
-        let client = client.clone();
-        let tick = args.tick;
-        tokio::spawn(async move {
-            let start = Instant::now();
-            let mut sent = 0u64;
-            let mut failed = 0u64;
-            let mut interval = tokio::time::interval(tick);
-            while start.elapsed() < stop_sending_at {
-                interval.tick().await;
-                match client.send(Frame::text(format!("line {sent}"))).await {
-                    Ok(()) => sent += 1,
-                    Err(e) => {
-                        failed += 1;
-                        eprintln!("send failed: {e}");
-                    }
-                }
-            }
-            (sent, failed)
-        })
-    };
-
-    let mut echoed = BTreeSet::new();
-    let mut reconnects = 0u32;
-    let mut faults = 0u32;
+    let gap_at = total.mul_f64(0.6);
     let mut phase = 0;
+    let mut screen = tokio::time::interval(Duration::from_millis(250));
+    let mut probe = tokio::time::interval(Duration::from_millis(500));
     let deadline = tokio::time::Instant::now() + total;
-    let mut ticker = tokio::time::interval(Duration::from_millis(50));
+    let mut window = (Instant::now(), 0u64);
+    let mut rate = 0.0;
     loop {
         tokio::select! {
-            event = events.next() => match event {
-                Some(Event::Message(frame)) => {
-                    if let Some(n) = frame.as_text().and_then(|t| t.strip_prefix("line ")).and_then(|n| n.parse::<u64>().ok()) {
-                        echoed.insert(n);
+            () = tokio::time::sleep_until(deadline) => break,
+            Some(event) = events.next() => match event {
+                Event::Connected { attempt, .. } if attempt > 1 => {
+                    tally.reconnects += 1;
+                    say(&mut tally, format!("reconnected (attempt {attempt})"));
+                }
+                Event::Authenticated { refreshed, .. } => {
+                    tally.auths += 1;
+                    if tally.auths > 1 {
+                        say(&mut tally, format!("re-authenticated{}", if refreshed { " (refresh)" } else { "" }));
                     }
                 }
-                Some(Event::StateChanged { .. }) => {}
-                Some(event) => {
-                    if matches!(event, Event::Connected { attempt, .. } if attempt > 1) {
-                        reconnects += 1;
-                    }
-                    if let Some(text) = event_text(&event) {
-                        screen.line("event", &text);
-                    }
-                    if matches!(event, Event::Closed { .. }) {
-                        break;
+                Event::Resubscribed { channels, .. } => {
+                    tally.resubscribes += 1;
+                    say(&mut tally, format!("resubscribed {channels} channels"));
+                }
+                Event::StateChanged { .. } | Event::Message(_) => {}
+                other => {
+                    if let Some(text) = event_text(&other) {
+                        say(&mut tally, text);
                     }
                 }
-                None => break,
             },
-            _ = ticker.tick() => {
-                let elapsed = screen.start.elapsed();
+            Some(event) = ticker.next() => {
+                if let TypedEvent::Data(t) = event {
+                    tally.ticks += 1;
+                    tally.mark = t.mark_price.or(tally.mark);
+                }
+            }
+            Some(event) = book.next() => match event {
+                BookEvent::Updated => tally.book_updates += 1,
+                BookEvent::Snapshot => {
+                    tally.snapshots += 1;
+                    if tally.snapshots > 1 {
+                        say(&mut tally, "book snapshot: consistent again".to_owned());
+                    }
+                }
+                BookEvent::Gap { expected, got } => {
+                    tally.gaps += 1;
+                    say(&mut tally, format!("book gap (expected prev_change_id {expected}, got {got}): resyncing"));
+                }
+                BookEvent::Reconnected => say(&mut tally, "book waits for a fresh snapshot".to_owned()),
+                _ => {}
+            },
+            _ = probe.tick() => {
+                let sent = Instant::now();
+                if deribit.test().await.is_ok() {
+                    tally.last_rtt = Some(sent.elapsed());
+                }
+            }
+            _ = screen.tick() => {
+                let elapsed = start.elapsed();
+                let count = tally.ticks + tally.book_updates;
+                let dt = window.0.elapsed().as_secs_f64();
+                if dt >= 1.0 {
+                    rate = (count - window.1) as f64 / dt;
+                    window = (Instant::now(), count);
+                }
                 if phase == 0 && elapsed >= drop_at {
                     phase = 1;
-                    faults += 1;
-                    screen.line("fault", &format!("server drops every TCP connection ({} echoed so far)", echoed.len()));
-                    server.drop_connections();
-                } else if phase == 1 && elapsed >= outage_at {
+                    faults.drop_all();
+                    say(&mut tally, "FAULT: the venue drops every connection".to_owned());
+                } else if phase == 1 && elapsed >= gap_at {
                     phase = 2;
-                    faults += 1;
-                    screen.line("fault", &format!("server goes away for {outage_for:.1?}"));
-                    server.stop().await;
-                } else if phase == 2 && elapsed >= outage_at + outage_for {
-                    phase = 3;
-                    match server.restart().await {
-                        Ok(()) => screen.line("fault", "server is back on the same port"),
-                        Err(e) => screen.line("fault", &format!("server could not restart: {e}")),
-                    }
+                    faults.book_gap(Some(INSTRUMENT));
+                    say(&mut tally, format!("FAULT: the venue skips a {INSTRUMENT} book change"));
                 }
-                if tokio::time::Instant::now() >= deadline {
-                    break;
+                if fancy {
+                    draw(&tally, &book, client.status().state, rate, elapsed, total);
                 }
             }
         }
     }
 
-    let (sent, failed) = sender.await.unwrap_or((0, 0));
-    // Give the last echoes a moment to arrive.
-    let settle = tokio::time::Instant::now() + Duration::from_secs(1);
-    while (echoed.len() as u64) < sent && tokio::time::Instant::now() < settle {
-        match tokio::time::timeout_at(settle, events.next()).await {
-            Ok(Some(Event::Message(frame))) => {
-                if let Some(n) = frame
-                    .as_text()
-                    .and_then(|t| t.strip_prefix("line "))
-                    .and_then(|n| n.parse::<u64>().ok())
-                {
-                    echoed.insert(n);
-                }
-            }
-            Ok(Some(_)) => {}
-            _ => break,
-        }
-    }
     let state = client.status().state;
     let _ = client.close().await;
-    let missing: Vec<u64> = (0..sent).filter(|n| !echoed.contains(n)).collect();
-
-    println!("demo summary");
-    println!("  faults injected   {faults} (drop, outage)");
-    println!("  reconnects        {reconnects}");
-    println!("  lines sent        {sent} (send errors: {failed})");
-    println!("  lines echoed      {}", echoed.len());
-    println!("  in flight at a fault {} (written, then the link died before the echo: TCP gives no receipt)", missing.len());
-    println!("  state before close {}", state);
-    // A line written just before a fault can die with the link; at most one per fault.
-    let ok =
-        missing.len() as u32 <= faults && failed == 0 && reconnects >= 2 && state == State::Ready;
-    if ok {
-        screen.line(
-            "ok",
-            "every line came back; the client recovered on its own",
-        );
+    let recovered = tally.reconnects >= 1
+        && tally.auths >= 2
+        && tally.resubscribes >= 1
+        && tally.gaps >= 1
+        && tally.snapshots >= 2
+        && tally.ticks > 0
+        && state == State::Ready;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "demo summary");
+    let _ = writeln!(out, "  ticker updates      {}", tally.ticks);
+    let _ = writeln!(
+        out,
+        "  book updates        {} ({} snapshots)",
+        tally.book_updates, tally.snapshots
+    );
+    let _ = writeln!(out, "  faults injected     2 (connection drop, book gap)");
+    let _ = writeln!(out, "  reconnects          {}", tally.reconnects);
+    let _ = writeln!(out, "  authentications     {}", tally.auths);
+    let _ = writeln!(out, "  resubscribes        {}", tally.resubscribes);
+    let _ = writeln!(out, "  book gaps resynced  {}", tally.gaps);
+    let _ = writeln!(out, "  state before close  {state}");
+    let _ = writeln!(
+        out,
+        "  verdict             {}",
+        if recovered {
+            "recovered from every fault on its own"
+        } else {
+            "DID NOT RECOVER"
+        }
+    );
+    if recovered {
         ExitCode::SUCCESS
     } else {
-        screen.line(
-            "fault",
-            &format!("demo failed: missing {missing:?}, reconnects {reconnects}, state {state}"),
-        );
         ExitCode::FAILURE
     }
+}
+
+fn draw(
+    tally: &Tally,
+    book: &websockex_nova_deribit::BookStream,
+    state: State,
+    rate: f64,
+    elapsed: Duration,
+    total: Duration,
+) {
+    let b = book.book();
+    let fmt = |x: Option<(f64, f64)>| x.map_or("—".to_owned(), |(p, a)| format!("{p:.1} × {a}"));
+    let mut s = String::new();
+    s.push_str("\x1b[H\x1b[2J");
+    s.push_str(&format!(
+        "websockex-nova · Deribit demo · {:.1}s / {:.0}s\n\n",
+        elapsed.as_secs_f64(),
+        total.as_secs_f64()
+    ));
+    s.push_str(&format!("  state      {state}\n"));
+    s.push_str(&format!(
+        "  {INSTRUMENT}  mark {}\n",
+        tally.mark.map_or("—".into(), |m| format!("{m:.2}"))
+    ));
+    s.push_str(&format!("  best bid   {}\n", fmt(b.best_bid())));
+    s.push_str(&format!("  best ask   {}\n", fmt(b.best_ask())));
+    s.push_str(&format!(
+        "  book       {}\n",
+        if b.is_resyncing() {
+            "RESYNCING"
+        } else {
+            "consistent"
+        }
+    ));
+    s.push_str(&format!("  msgs/s     {rate:.0}\n"));
+    s.push_str(&format!(
+        "  latency    {}\n\n",
+        tally.last_rtt.map_or("—".into(), |d| format!(
+            "{:.2} ms (public/test round trip)",
+            d.as_secs_f64() * 1e3
+        ))
+    ));
+    for line in tally.log.iter().rev().take(10).rev() {
+        s.push_str(&format!("  {line}\n"));
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(s.as_bytes());
+    let _ = out.flush();
 }

@@ -11,8 +11,10 @@ mod autobahn;
 mod connect;
 mod demo;
 mod deribit;
+mod echo_demo;
 mod report;
 mod serve;
+mod simulate;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -37,10 +39,13 @@ struct Cli {
 enum Command {
     /// Connect to URL: stdin lines go out as text frames, received messages are printed one per line.
     Connect(connect::Args),
-    /// Run the demo: an in-process echo server, a client, injected faults and the recovery.
+    /// Run the demo: a Deribit client against the in-process simulator, injected faults and
+    /// the recovery (`--echo`: the plain echo-server demo).
     Demo(demo::Args),
     /// Deribit API v2: subscribe to channels or call a method.
     Deribit(deribit::Args),
+    /// Run a venue simulator (`nova simulate deribit`).
+    Simulate(simulate::Args),
     /// Run the testkit echo server until interrupted.
     Serve(serve::Args),
     /// Run the Autobahn TestSuite client cases against a fuzzing server.
@@ -94,6 +99,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Deribit(args) => deribit::run(args).await,
+            Command::Simulate(args) => simulate::run(args).await,
             Command::Autobahn(args) => autobahn::run(args).await,
         }
     });

@@ -146,7 +146,10 @@ async fn run_inner(ctx: ConnCtx) -> io::Result<()> {
 
 /// Read the request head (up to `\r\n\r\n`) and parse it. `None` if the client went away or sent
 /// garbage (already answered with 400 where possible).
-async fn read_request(stream: &mut TcpStream, conn: usize) -> io::Result<Option<UpgradeRequest>> {
+pub(crate) async fn read_request(
+    stream: &mut TcpStream,
+    conn: usize,
+) -> io::Result<Option<UpgradeRequest>> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     let head_end = loop {
@@ -245,7 +248,7 @@ fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-async fn refuse(stream: &mut TcpStream, status: u16) -> io::Result<()> {
+pub(crate) async fn refuse(stream: &mut TcpStream, status: u16) -> io::Result<()> {
     let response = format!(
         "HTTP/1.1 {status} {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         reason_phrase(status)

@@ -32,6 +32,9 @@
 //!   record of every request. [`Step::JsonRpcUntil`] ends it on a condition ([`RpcUntil`]) so a
 //!   fault step such as [`Step::Drop`] can follow.
 //! * Dropping the server stops it and ends all of its tasks.
+//! * Simulate Deribit API v2 with [`deribit::DeribitSim`]: auth, heartbeats, subscriptions with
+//!   a seeded market (tickers, books with change ids, trades), private channels, a matching
+//!   engine, credit-based rate limits and run-time faults.
 //!
 //! The upgrade handshake is done by hand, so the server can refuse with any status, record the
 //! request, and choose a subprotocol ([`Script::subprotocols`]). After the `101` response, frames
@@ -87,6 +90,7 @@
 #![deny(missing_docs)]
 
 mod conn;
+pub mod deribit;
 mod frame;
 mod rpc;
 mod script;

@@ -203,7 +203,7 @@ impl std::fmt::Debug for TestServer {
 
 /// Bind a listener with `SO_REUSEADDR`. A listener that was just dropped by an aborted task may
 /// still be alive for a moment, so `AddrInUse` is retried for up to a second.
-async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let deadline = Instant::now() + Duration::from_secs(1);
     loop {
         let attempt = (|| {
