@@ -47,6 +47,8 @@ struct Tally {
     resubscribes: u32,
     mark: Option<f64>,
     last_rtt: Option<Duration>,
+    /// Now minus the ticker's exchange timestamp: what the feed's latency looks like.
+    ticker_age_ms: Option<i64>,
     log: Vec<String>,
 }
 
@@ -149,6 +151,10 @@ pub(crate) async fn run(args: Args) -> ExitCode {
                 if let TypedEvent::Data(t) = event {
                     tally.ticks += 1;
                     tally.mark = t.mark_price.or(tally.mark);
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64);
+                    tally.ticker_age_ms = Some(now_ms - t.timestamp as i64);
                 }
             }
             Some(event) = book.next() => match event {

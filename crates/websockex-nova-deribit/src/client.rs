@@ -19,7 +19,7 @@ use crate::book::{Applied, OrderBook};
 use crate::channels::{self, Interval};
 use crate::types::{
     AccountSummary, BookData, Instrument, Order, OrderBookSnapshot, OrderRequest, OrderResult,
-    Ticker, Trade,
+    PlatformState, Ticker, Trade,
 };
 use crate::DeribitConfig;
 
@@ -214,6 +214,19 @@ impl DeribitClient {
         currency: &str,
     ) -> Result<Typed<AccountSummary>, Error> {
         self.typed(channels::user_portfolio(currency)).await
+    }
+
+    /// `platform_state`: maintenance breaks and index locks.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::subscribe`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Client::subscribe`].
+    pub async fn subscribe_platform_state(&self) -> Result<Typed<PlatformState>, Error> {
+        self.typed("platform_state".to_owned()).await
     }
 
     /// A consistent order book for one instrument, resyncing itself on gaps.

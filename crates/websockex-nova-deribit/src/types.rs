@@ -338,6 +338,22 @@ pub struct OrderBookSnapshot {
     pub asks: Vec<(f64, f64)>,
 }
 
+/// A `platform_state` notification (§8.3): an index locked or unlocked, or a maintenance
+/// break beginning. During maintenance requests fail with `11051 system_maintenance`
+/// ([`Action::Backoff`](crate::errors::Action::Backoff)): pause trading until it ends.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PlatformState {
+    /// A maintenance break begins (`true`) or ended (`false`).
+    #[serde(default)]
+    pub maintenance: Option<bool>,
+    /// The price index this is about.
+    #[serde(default)]
+    pub price_index: Option<String>,
+    /// Whether that index is locked.
+    #[serde(default)]
+    pub locked: Option<bool>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

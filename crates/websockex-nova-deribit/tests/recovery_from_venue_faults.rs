@@ -201,3 +201,29 @@ async fn secrets_never_appear_in_any_log_line() {
     // Tokens are secrets too: none of the simulator's tokens may show.
     assert!(!logs.contains("access_token\":\""), "a token leaked");
 }
+
+#[tokio::test(start_paused = true)]
+async fn maintenance_is_announced_and_its_errors_say_back_off() {
+    use websockex_nova_deribit::errors::{action, Action};
+    let sim = DeribitSim::start(SimConfig::default()).await.unwrap();
+    let (deribit, _events) = connect(&sim, signature()).await;
+    let mut platform = deribit.subscribe_platform_state().await.unwrap();
+    sim.faults().set_maintenance(true);
+    loop {
+        match tokio::time::timeout(T, platform.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            TypedEvent::Data(state) if state.maintenance == Some(true) => break,
+            _ => continue,
+        }
+    }
+    let err = deribit.get_account_summary("BTC").await.unwrap_err();
+    let code = err.api_error().expect("an API error").code;
+    assert_eq!(code, 11051);
+    assert_eq!(action(code), Action::Backoff);
+    sim.faults().set_maintenance(false);
+    assert!(deribit.get_account_summary("BTC").await.is_ok());
+    deribit.client().close().await.unwrap();
+}
