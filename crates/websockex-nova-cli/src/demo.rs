@@ -273,14 +273,13 @@ fn draw(
             "consistent"
         }
     ));
-    s.push_str(&format!("  msgs/s     {rate:.0}\n"));
-    s.push_str(&format!(
-        "  latency    {}\n\n",
-        tally.last_rtt.map_or("—".into(), |d| format!(
-            "{:.2} ms (public/test round trip)",
-            d.as_secs_f64() * 1e3
-        ))
-    ));
+    let rtt = tally.last_rtt.map_or("—".into(), |d| {
+        format!("{:.2} ms (public/test round trip)", d.as_secs_f64() * 1e3)
+    });
+    let age = tally
+        .ticker_age_ms
+        .map_or("—".into(), |a| format!("{a} ms"));
+    s.push_str(&format!("  latency    {rtt} · ticker age {age}\n\n"));
     for line in tally.log.iter().rev().take(10).rev() {
         s.push_str(&format!("  {line}\n"));
     }
