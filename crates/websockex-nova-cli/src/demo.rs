@@ -273,6 +273,7 @@ fn draw(
             "consistent"
         }
     ));
+    s.push_str(&format!("  msgs/s     {rate:.0}\n"));
     let rtt = tally.last_rtt.map_or("—".into(), |d| {
         format!("{:.2} ms (public/test round trip)", d.as_secs_f64() * 1e3)
     });
