@@ -47,6 +47,8 @@ struct Tally {
     resubscribes: u32,
     mark: Option<f64>,
     last_rtt: Option<Duration>,
+    /// Server time (`usOut − usIn`) and delivery delay (receipt − `usOut`) of the last answer.
+    server_us: Option<(u128, u128)>,
     /// Now minus the ticker's exchange timestamp: what the feed's latency looks like.
     ticker_age_ms: Option<i64>,
     log: Vec<String>,
@@ -81,8 +83,8 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     );
     let config = DeribitConfig::new(Endpoint::Custom(sim.url()))
         .with_credentials(Credentials::client_signature("demo-key", "demo-secret"));
-    let connected = config
-        .builder()
+    let (builder, timing) = config.builder_with_timing();
+    let connected = builder
         .reconnect(ReconnectPolicy::exponential(
             Duration::from_millis(100),
             Duration::from_secs(2),
@@ -96,7 +98,7 @@ pub(crate) async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let deribit = DeribitClient::from_client(client.clone());
+    let deribit = DeribitClient::with_timing(client.clone(), timing.clone());
     let (mut ticker, mut book) = match tokio::try_join!(
         deribit.subscribe_ticker(INSTRUMENT, Interval::Ms100),
         deribit.subscribe_book(INSTRUMENT, Interval::Ms100),
@@ -176,6 +178,10 @@ pub(crate) async fn run(args: Args) -> ExitCode {
                 let sent = Instant::now();
                 if deribit.test().await.is_ok() {
                     tally.last_rtt = Some(sent.elapsed());
+                    tally.server_us = timing
+                        .server_time()
+                        .zip(timing.delivery_delay())
+                        .map(|(s, d)| (s.as_micros(), d.as_micros()));
                 }
             }
             _ = screen.tick() => {
@@ -280,7 +286,11 @@ fn draw(
     let age = tally
         .ticker_age_ms
         .map_or("—".into(), |a| format!("{a} ms"));
-    s.push_str(&format!("  latency    {rtt} · ticker age {age}\n\n"));
+    let server = tally.server_us.map_or("—".into(), |(s, d)| {
+        format!("server {s} µs (usOut − usIn) · delivery {d} µs (receipt − usOut)")
+    });
+    s.push_str(&format!("  latency    {server}\n"));
+    s.push_str(&format!("             {rtt} · ticker age {age}\n\n"));
     for line in tally.log.iter().rev().take(10).rev() {
         s.push_str(&format!("  {line}\n"));
     }

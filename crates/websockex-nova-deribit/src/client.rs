@@ -13,6 +13,7 @@ use std::marker::PhantomData;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
+use websockex_nova::jsonrpc::ServerTiming;
 use websockex_nova::{Client, Error, Events, Subscription, SubscriptionEvent};
 
 use crate::book::{Applied, OrderBook};
@@ -27,6 +28,7 @@ use crate::DeribitConfig;
 #[derive(Debug, Clone)]
 pub struct DeribitClient {
     client: Client,
+    timing: Option<ServerTiming>,
 }
 
 impl DeribitClient {
@@ -40,13 +42,30 @@ impl DeribitClient {
     ///
     /// Dropping the future closes the connection.
     pub async fn connect(config: &DeribitConfig) -> Result<(DeribitClient, Events), Error> {
-        let (client, events) = config.builder().connect().await?;
-        Ok((DeribitClient { client }, events))
+        let (builder, timing) = config.builder_with_timing();
+        let (client, events) = builder.connect().await?;
+        Ok((DeribitClient::with_timing(client, timing), events))
     }
 
     /// Wraps a client built with [`DeribitConfig::builder`].
     pub fn from_client(client: Client) -> Self {
-        DeribitClient { client }
+        DeribitClient {
+            client,
+            timing: None,
+        }
+    }
+
+    /// Wraps a client built with [`DeribitConfig::builder_with_timing`].
+    pub fn with_timing(client: Client, timing: ServerTiming) -> Self {
+        DeribitClient {
+            client,
+            timing: Some(timing),
+        }
+    }
+
+    /// `usIn`/`usOut` of the latest response (when built with timing).
+    pub fn server_timing(&self) -> Option<&ServerTiming> {
+        self.timing.as_ref()
     }
 
     /// The underlying handle (status, close, raw requests).

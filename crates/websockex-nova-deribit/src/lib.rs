@@ -51,7 +51,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use websockex_nova::behaviour::{Call, ConnectInfo};
-use websockex_nova::jsonrpc::{JsonRpcConfig, JsonRpcHandler};
+use websockex_nova::jsonrpc::{JsonRpcConfig, JsonRpcHandler, ServerTiming};
 use websockex_nova::{Client, ClientBuilder, ConnectionHandler};
 
 pub use auth::Credentials;
@@ -132,9 +132,17 @@ impl DeribitConfig {
     /// A core builder configured for Deribit: the adapter. Add your own settings (reconnect
     /// policy, capacities) before `connect()`.
     pub fn builder(&self) -> ClientBuilder {
+        self.builder_with_timing().0
+    }
+
+    /// [`builder`](Self::builder), plus a handle on the `usIn`/`usOut` timestamps of
+    /// responses (server time and delivery delay), for [`DeribitClient::with_timing`].
+    pub fn builder_with_timing(&self) -> (ClientBuilder, ServerTiming) {
         let rpc = JsonRpcConfig::default();
+        let envelope = JsonRpcHandler::new(&rpc);
+        let timing = envelope.server_timing();
         let mut b = Client::builder(self.endpoint.url())
-            .message_handler(JsonRpcHandler::new(&rpc))
+            .message_handler(envelope)
             .subscription_handler(DeribitSubscriptions {
                 batch: self.subscribe_batch.clamp(1, 500),
             })
@@ -154,7 +162,7 @@ impl DeribitConfig {
                 .rate_limit(credits.rate_limit())
                 .rate_limit_handler(credits.costs);
         }
-        b
+        (b, timing)
     }
 }
 

@@ -22,7 +22,9 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
@@ -150,6 +152,7 @@ pub struct JsonRpcHandler {
     heartbeat: Option<(String, String)>,
     heartbeat_ids: VecDeque<u64>,
     next_heartbeat_id: u64,
+    timing: ServerTiming,
 }
 
 impl JsonRpcHandler {
@@ -160,7 +163,13 @@ impl JsonRpcHandler {
             heartbeat: config.heartbeat.clone(),
             heartbeat_ids: VecDeque::new(),
             next_heartbeat_id: HEARTBEAT_ID_BASE,
+            timing: ServerTiming::default(),
         }
+    }
+
+    /// A handle on the server timestamps of responses (see [`ServerTiming`]).
+    pub fn server_timing(&self) -> ServerTiming {
+        self.timing.clone()
     }
 
     fn heartbeat_answer(&mut self, answer_method: &str) -> Frame {
@@ -189,6 +198,53 @@ struct Envelope<'a> {
     error: Option<ApiError>,
     #[serde(borrow, default)]
     params: Params<'a>,
+    #[serde(rename = "usIn", default)]
+    us_in: Option<u64>,
+    #[serde(rename = "usOut", default)]
+    us_out: Option<u64>,
+}
+
+/// Server-side timestamps of the latest response that carried them (Deribit's `usIn` /
+/// `usOut`: µs since the epoch when the request arrived and when the answer left). Cheap
+/// to clone; read it from any task.
+#[derive(Debug, Clone, Default)]
+pub struct ServerTiming(Arc<[AtomicU64; 3]>);
+
+impl ServerTiming {
+    fn record(&self, us_in: u64, us_out: u64) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        self.0[0].store(us_in, Ordering::Relaxed);
+        self.0[1].store(us_out, Ordering::Relaxed);
+        self.0[2].store(now, Ordering::Relaxed);
+    }
+
+    /// `(usIn, usOut, received)` of the latest timed response, µs since the epoch
+    /// (`received` by this host's clock).
+    pub fn last(&self) -> Option<(u64, u64, u64)> {
+        let us_out = self.0[1].load(Ordering::Relaxed);
+        (us_out != 0).then(|| {
+            (
+                self.0[0].load(Ordering::Relaxed),
+                us_out,
+                self.0[2].load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Time the server spent on the latest timed request (`usOut − usIn`).
+    pub fn server_time(&self) -> Option<Duration> {
+        self.last()
+            .map(|(i, o, _)| Duration::from_micros(o.saturating_sub(i)))
+    }
+
+    /// Server → client delay of the latest timed response (`received − usOut`; meaningful
+    /// when both clocks agree, as on one host or with NTP-synchronised ones).
+    pub fn delivery_delay(&self) -> Option<Duration> {
+        self.last()
+            .map(|(_, o, r)| Duration::from_micros(r.saturating_sub(o)))
+    }
 }
 
 /// A response id: we only ever send unsigned integers; anything else is not ours.
@@ -258,6 +314,9 @@ impl MessageHandler for JsonRpcHandler {
         };
         match (env.method, env.id) {
             (None, Some(Id::Ours(id))) => {
+                if let (Some(us_in), Some(us_out)) = (env.us_in, env.us_out) {
+                    self.timing.record(us_in, us_out);
+                }
                 if id >= HEARTBEAT_ID_BASE {
                     if let Some(i) = self.heartbeat_ids.iter().position(|h| *h == id) {
                         self.heartbeat_ids.remove(i);
@@ -443,6 +502,22 @@ mod tests {
             classify(r#"{"id":"abc","result":1}"#),
             Classified::Other
         ));
+    }
+
+    #[test]
+    fn server_timestamps_are_kept() {
+        let mut h = JsonRpcHandler::new(&JsonRpcConfig::default());
+        let timing = h.server_timing();
+        assert!(timing.last().is_none());
+        h.classify(&Frame::text(
+            r#"{"jsonrpc":"2.0","id":1,"result":1,"usIn":1700000000000100,"usOut":1700000000000190,"usDiff":90}"#,
+        ));
+        let (us_in, us_out, _) = timing.last().unwrap();
+        assert_eq!(
+            (us_in, us_out),
+            (1_700_000_000_000_100, 1_700_000_000_000_190)
+        );
+        assert_eq!(timing.server_time(), Some(Duration::from_micros(90)));
     }
 
     #[test]
