@@ -442,18 +442,7 @@ impl TestServer {
         timeout: Duration,
         mut cond: impl FnMut(&TestServer) -> bool,
     ) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let notified = self.shared.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if cond(self) {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return cond(self);
-            }
-        }
+        wait_until(&self.shared.changed, timeout, || cond(self)).await
     }
 
     /// Wait until at least `n` entries are in [`TestServer::received`] (or `timeout` passes) and
@@ -503,6 +492,28 @@ impl Drop for TestServer {
         };
         for h in handles {
             h.abort();
+        }
+    }
+}
+
+/// Waits until `cond` holds or `timeout` passes, re-checking whenever `changed` is
+/// notified; returns whether it holds. The notification is armed before each check, so a
+/// change between the check and the wait is never missed.
+pub(crate) async fn wait_until(
+    changed: &tokio::sync::Notify,
+    timeout: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let notified = changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if cond() {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return cond();
         }
     }
 }

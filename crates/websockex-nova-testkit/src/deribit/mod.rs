@@ -561,18 +561,7 @@ impl DeribitSim {
         timeout: Duration,
         mut cond: impl FnMut(&DeribitSim) -> bool,
     ) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let notified = self.shared.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if cond(self) {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return cond(self);
-            }
-        }
+        crate::server::wait_until(&self.shared.changed, timeout, || cond(self)).await
     }
 
     /// Wait until at least `n` requests arrived (or `timeout` passes); returns them all.

@@ -1020,18 +1020,7 @@ impl RpcServer {
         timeout: Duration,
         mut cond: impl FnMut(&RpcServer) -> bool,
     ) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let notified = self.inner.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if cond(self) {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return cond(self);
-            }
-        }
+        crate::server::wait_until(&self.inner.changed, timeout, || cond(self)).await
     }
 
     /// Wait until at least `n` requests were received (or `timeout` passes) and return them all.
