@@ -36,3 +36,7 @@ for client in raw typed; do
     b=$(ir "$client" "" "$N2" deribit)
     printf '%-18s %-9s %12.0f\n' "$client" "deribit" "$(echo "($b - $a) / ($N2 - $N1)" | bc -l)"
 done
+# The cost of metrics on the hot path: nova without parsing, with a DefaultMetricsCollector.
+a=$(ir nova "--no-parse --metrics" "$N1")
+b=$(ir nova "--no-parse --metrics" "$N2")
+printf '%-18s %-9s %12.0f\n' "nova+metrics" "--no-parse" "$(echo "($b - $a) / ($N2 - $N1)" | bc -l)"

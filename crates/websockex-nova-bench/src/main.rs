@@ -49,6 +49,9 @@ enum Cmd {
         /// Skip the JSON parse.
         #[arg(long)]
         no_parse: bool,
+        /// nova only: record into a `DefaultMetricsCollector` (the cost of metrics).
+        #[arg(long)]
+        metrics: bool,
     },
     /// Request round trips against the server's `/rpc` (JSON-RPC answers, same server work
     /// for both clients); prints p50/p99 in µs.
@@ -117,11 +120,12 @@ fn main() {
             client,
             url,
             no_parse,
+            metrics,
         } => {
             let cpu0 = cpu_time();
             let (n, secs, checksum) = rt.block_on(async {
                 match client {
-                    Which::Nova => nova_stream(&url, !no_parse).await,
+                    Which::Nova => nova_stream(&url, !no_parse, metrics).await,
                     Which::Raw => raw_stream(&url, !no_parse).await,
                     Which::Typed => typed_stream(&url).await,
                 }
@@ -358,8 +362,12 @@ async fn typed_stream(url: &str) -> (u64, f64, f64) {
     (n, start.elapsed().as_secs_f64(), sum)
 }
 
-async fn nova_stream(url: &str, parse: bool) -> (u64, f64, f64) {
-    let (client, mut events) = Client::builder(url)
+async fn nova_stream(url: &str, parse: bool, metrics: bool) -> (u64, f64, f64) {
+    let mut builder = Client::builder(url);
+    if metrics {
+        builder = builder.metrics(websockex_nova::metrics::DefaultMetricsCollector::new());
+    }
+    let (client, mut events) = builder
         .reconnect(ReconnectPolicy::never())
         .keepalive(KeepaliveConfig::disabled())
         .connect()

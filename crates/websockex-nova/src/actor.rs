@@ -40,6 +40,7 @@ use crate::frame::{CloseCode, CloseFrame, Frame};
 use crate::json::{ApiError, RawJson, Secret};
 use crate::keepalive::{Keepalive, KeepaliveAction};
 use crate::lifecycle::{Lifecycle, State};
+use crate::metrics::{ConnectionMetric, MessageKind};
 use crate::outbox::{Next, Outbox, Queued};
 use crate::ratelimit::{OnLimit, Outgoing, RateLimitHandler, TokenBucket};
 use crate::reconnect::{Backoff, Strategy};
@@ -132,6 +133,8 @@ struct EventSink {
     policy: OverflowPolicy,
     /// Messages dropped under `DropNewest`, announced by the reader once drained.
     lag: Lag,
+    /// Total drops (for metrics).
+    dropped: u64,
     gone: bool,
     /// While closing, lifecycle events wait at most this long for room: a consumer that
     /// neither reads nor drops its stream must not make `close()` hang.
@@ -187,6 +190,7 @@ impl EventSink {
                 OverflowPolicy::Block => Err(event),
                 OverflowPolicy::DropNewest => {
                     self.lag.add();
+                    self.dropped += 1;
                     tracing::trace!(target: "websockex_nova", event = "dropped", "event stream full");
                     Ok(())
                 }
@@ -224,7 +228,8 @@ enum Job {
 
 /// Who waits for a response.
 enum Waiter {
-    User(oneshot::Sender<Result<RawJson, Error>>),
+    /// A user request, and when it was written (for the latency metric).
+    User(oneshot::Sender<Result<RawJson, Error>>, Option<Instant>),
     Auth {
         refresh: bool,
     },
@@ -324,6 +329,7 @@ struct Actor {
     refresh_token: Option<Secret>,
     refresh_at: Option<Instant>,
     limiter_wake: Option<Instant>,
+    ready_since: Option<Instant>,
 }
 
 impl Actor {
@@ -360,6 +366,7 @@ impl Actor {
                 tx: events,
                 policy: config.overflow,
                 lag,
+                dropped: 0,
                 gone: false,
                 closing_wait: None,
                 close_wanted,
@@ -380,6 +387,7 @@ impl Actor {
             refresh_token: None,
             refresh_at: None,
             limiter_wake: None,
+            ready_since: None,
             config,
             connector,
             handlers,
@@ -549,7 +557,7 @@ impl Actor {
                     method,
                     params,
                     timeout: timeout.unwrap_or(self.config.request_timeout),
-                    waiter: Waiter::User(reply),
+                    waiter: Waiter::User(reply, None),
                 };
                 self.push_user(job, cost, true, now);
                 Accepted::Done
@@ -813,6 +821,8 @@ impl Actor {
 
     async fn go_ready(&mut self, link: &Link) {
         self.phase = Phase::Ready;
+        self.ready_since = Some(Instant::now());
+        self.handlers.metrics.connection(ConnectionMetric::Opened);
         self.set_state(State::Ready).await;
         self.backoff.on_up(Instant::now().into_std());
         self.events
@@ -836,7 +846,7 @@ impl Actor {
         };
         for waiter in self.pending.drain() {
             match waiter {
-                Waiter::User(reply) => {
+                Waiter::User(reply, _) => {
                     let _ = reply.send(Err(lost()));
                 }
                 Waiter::Subscribe { group, channels } => {
@@ -863,6 +873,11 @@ impl Actor {
         self.phase = Phase::Ready;
         self.refresh_at = None;
         self.limiter_wake = None;
+        if let Some(since) = self.ready_since.take() {
+            self.handlers
+                .metrics
+                .connection(ConnectionMetric::Closed(since.elapsed()));
+        }
     }
 
     /// A subscribe call died with the link. A user's call fails (connection lost, like any
@@ -1003,7 +1018,7 @@ impl Actor {
             let err = Error::new(ErrorKind::Timeout(TimeoutKind::Request))
                 .with_context(format!("request {id}"));
             match waiter {
-                Waiter::User(reply) => {
+                Waiter::User(reply, _) => {
                     self.outbox.request_done();
                     let _ = reply.send(Err(err));
                 }
@@ -1072,21 +1087,25 @@ impl Actor {
     async fn write_job(&mut self, link: &mut Link, job: Job) -> Result<(), Error> {
         let write_timeout = self.config.write_timeout;
         match job {
-            Job::Send { frame, reply } => match link.send(frame, write_timeout).await {
-                Ok(()) => {
-                    let _ = reply.send(Ok(()));
-                    Ok(())
+            Job::Send { frame, reply } => {
+                let len = frame.len();
+                match link.send(frame, write_timeout).await {
+                    Ok(()) => {
+                        self.handlers.metrics.message_out(len);
+                        let _ = reply.send(Ok(()));
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(Error::disconnected(false).with_source(e.clone())));
+                        Err(e)
+                    }
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(Error::disconnected(false).with_source(e.clone())));
-                    Err(e)
-                }
-            },
+            }
             Job::Call {
                 method,
                 params,
                 timeout,
-                waiter,
+                mut waiter,
             } => {
                 let id = self.pending.allocate();
                 let Some(frame) = self.handlers.message.encode_request(id, &method, &params) else {
@@ -1094,8 +1113,13 @@ impl Actor {
                     return Ok(());
                 };
                 tracing::debug!(target: "websockex_nova", event = "request_sent", id, %method);
+                let len = frame.len();
+                if let Waiter::User(_, sent) = &mut waiter {
+                    *sent = Some(Instant::now());
+                }
                 match link.send(frame, write_timeout).await {
                     Ok(()) => {
+                        self.handlers.metrics.message_out(len);
                         self.pending
                             .insert(id, waiter, (Instant::now() + timeout).into_std());
                         Ok(())
@@ -1128,17 +1152,30 @@ impl Actor {
         match frame {
             Frame::Text(_) | Frame::Binary(_) => {
                 tracing::trace!(target: "websockex_nova", event = "message_received", len = frame.len());
+                let kind = if matches!(frame, Frame::Text(_)) {
+                    MessageKind::Text
+                } else {
+                    MessageKind::Binary
+                };
+                self.handlers.metrics.message_in(kind, frame.len());
                 match self.handlers.message.classify(&frame) {
                     Classified::Notification { channel, data } => {
                         match self.registry.route(channel, data) {
-                            Route::Delivered | Route::Dropped => Inbound::Done,
+                            Route::Delivered => Inbound::Done,
+                            Route::Dropped => {
+                                self.handlers.metrics.dropped(1);
+                                Inbound::Done
+                            }
                             Route::Full(tx, event) => Inbound::SubscriptionFull(tx, event),
                             Route::Gone => Inbound::Abandoned,
                             Route::Unknown => self.deliver(Event::Message(frame)),
                         }
                     }
                     Classified::Response { id, result } => match self.pending.take(id) {
-                        Some(Waiter::User(reply)) => {
+                        Some(Waiter::User(reply, sent)) => {
+                            if let Some(sent) = sent {
+                                self.handlers.metrics.request_latency(sent.elapsed());
+                            }
                             self.outbox.request_done();
                             let _ = reply.send(result.map_err(|e| Error::new(ErrorKind::Api(e))));
                             Inbound::Pump
@@ -1170,7 +1207,12 @@ impl Actor {
     }
 
     fn deliver(&mut self, event: Event) -> Inbound {
-        match self.events.try_deliver(event) {
+        let dropped_before = self.events.dropped;
+        let outcome = self.events.try_deliver(event);
+        if self.events.dropped != dropped_before {
+            self.handlers.metrics.dropped(1);
+        }
+        match outcome {
             Ok(()) => Inbound::Done,
             Err(event) => Inbound::Blocked(event),
         }
@@ -1246,7 +1288,7 @@ impl Actor {
         result: Result<RawJson, ApiError>,
     ) -> Option<LinkEnd> {
         match waiter {
-            Waiter::User(_) => None,
+            Waiter::User(..) => None,
             Waiter::Notice(method) => {
                 match result {
                     Ok(_) => {
@@ -1533,6 +1575,10 @@ impl Actor {
             state,
             attempt,
         };
+        if phase == ErrorPhase::Connect {
+            self.handlers.metrics.connection(ConnectionMetric::Failed);
+        }
+        self.handlers.metrics.error(error.kind().name());
         let decision = self.handlers.error.on_error(&error, &context);
         let verdict = self.handlers.connection.on_disconnect(&DisconnectInfo {
             error: &error,
@@ -1566,6 +1612,9 @@ impl Actor {
             self.set_state(State::Backoff).await;
         }
         tracing::info!(target: "websockex_nova", event = "reconnecting", attempt = attempt + 1, ?delay);
+        self.handlers
+            .metrics
+            .connection(ConnectionMetric::Reconnect);
         self.events
             .emit(Event::Reconnecting {
                 attempt: attempt + 1,
@@ -1650,7 +1699,7 @@ fn fail_job(job: Job, err: Error, groups: &mut HashMap<u64, Group>, registry: &m
             let _ = reply.send(Err(err));
         }
         Job::Call { waiter, .. } => match waiter {
-            Waiter::User(reply) => {
+            Waiter::User(reply, _) => {
                 let _ = reply.send(Err(err));
             }
             Waiter::Unsubscribe(reply) => {
@@ -1678,7 +1727,7 @@ fn fail_job(job: Job, err: Error, groups: &mut HashMap<u64, Group>, registry: &m
 
 /// Answers a waiter whose call could not be written.
 fn fail_waiter(waiter: Waiter, err: Error, actor: &mut Actor) {
-    if matches!(waiter, Waiter::User(_)) {
+    if matches!(waiter, Waiter::User(..)) {
         actor.outbox.request_done();
     }
     let job = Job::Call {

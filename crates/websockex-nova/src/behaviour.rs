@@ -324,6 +324,8 @@ pub struct Handlers {
     pub subscription: Option<Box<dyn SubscriptionHandler>>,
     /// Authentication (`None`: no authentication).
     pub auth: Option<Box<dyn AuthHandler>>,
+    /// Metrics (default `()`: nothing recorded, nothing paid).
+    pub metrics: Box<dyn crate::metrics::MetricsCollector>,
 }
 
 impl Default for Handlers {
@@ -334,6 +336,7 @@ impl Default for Handlers {
             error: Box::new(DefaultErrorHandler),
             subscription: None,
             auth: None,
+            metrics: Box::new(()),
         }
     }
 }

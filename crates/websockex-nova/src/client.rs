@@ -577,6 +577,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Records metrics (e.g. a [`DefaultMetricsCollector`](crate::metrics::DefaultMetricsCollector)
+    /// whose clone you keep for snapshots).
+    pub fn metrics(mut self, collector: impl crate::metrics::MetricsCollector) -> Self {
+        self.handlers.metrics = Box::new(collector);
+        self
+    }
+
     /// Subscription behaviour.
     pub fn subscription_handler(mut self, handler: impl SubscriptionHandler) -> Self {
         self.handlers.subscription = Some(Box::new(handler));

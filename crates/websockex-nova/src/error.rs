@@ -115,6 +115,40 @@ pub enum ErrorKind {
     Unsupported,
 }
 
+impl ErrorKind {
+    /// The variant's name (`"Io"`, `"Timeout"`, …): a stable label for metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ErrorKind::Config => "Config",
+            ErrorKind::Connect => "Connect",
+            ErrorKind::Tls => "Tls",
+            ErrorKind::UpgradeRejected { .. } => "UpgradeRejected",
+            ErrorKind::Upgrade => "Upgrade",
+            ErrorKind::Timeout(_) => "Timeout",
+            ErrorKind::Protocol => "Protocol",
+            ErrorKind::InvalidUtf8 => "InvalidUtf8",
+            ErrorKind::MessageTooBig { .. } => "MessageTooBig",
+            ErrorKind::Io => "Io",
+            ErrorKind::ClosedByServer { .. } => "ClosedByServer",
+            ErrorKind::Disconnected { .. } => "Disconnected",
+            ErrorKind::Closed => "Closed",
+            ErrorKind::RetriesExhausted { .. } => "RetriesExhausted",
+            ErrorKind::QueueFull => "QueueFull",
+            ErrorKind::NotReady => "NotReady",
+            ErrorKind::HandlerPanicked => "HandlerPanicked",
+            ErrorKind::RestartLimit { .. } => "RestartLimit",
+            ErrorKind::Encode => "Encode",
+            ErrorKind::Decode => "Decode",
+            ErrorKind::Api(_) => "Api",
+            ErrorKind::Auth => "Auth",
+            ErrorKind::AuthUnavailable => "AuthUnavailable",
+            ErrorKind::RateLimited => "RateLimited",
+            ErrorKind::SubscriptionRefused { .. } => "SubscriptionRefused",
+            ErrorKind::Unsupported => "Unsupported",
+        }
+    }
+}
+
 /// Which operation timed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -195,6 +229,11 @@ impl Error {
     /// What kind of error this is.
     pub fn kind(&self) -> &ErrorKind {
         &self.kind
+    }
+
+    /// The kind's name, for logs and metrics (`"Io"`, `"Timeout"`, `"UpgradeRejected"`, …).
+    pub fn kind_name(&self) -> &'static str {
+        self.kind.name()
     }
 
     /// The link dropped (or never came up) while this operation was pending.

@@ -57,6 +57,7 @@ pub mod json;
 pub mod jsonrpc;
 pub mod keepalive;
 pub mod lifecycle;
+pub mod metrics;
 mod outbox;
 pub mod ratelimit;
 pub mod reconnect;
