@@ -133,8 +133,6 @@ struct EventSink {
     policy: OverflowPolicy,
     /// Messages dropped under `DropNewest`, announced by the reader once drained.
     lag: Lag,
-    /// Total drops (for metrics).
-    dropped: u64,
     gone: bool,
     /// While closing, lifecycle events wait at most this long for room: a consumer that
     /// neither reads nor drops its stream must not make `close()` hang.
@@ -177,27 +175,27 @@ impl EventSink {
         }
     }
 
-    /// Data messages, without waiting. `Err` hands the event back when the stream is
-    /// full under [`OverflowPolicy::Block`]: the caller waits for room (serving commands).
-    fn try_deliver(&mut self, event: Event) -> Result<(), Event> {
+    /// Data messages, without waiting: `Ok(true)` if the overflow policy dropped it.
+    /// `Err` hands the event back when the stream is full under [`OverflowPolicy::Block`]:
+    /// the caller waits for room (serving commands).
+    fn try_deliver(&mut self, event: Event) -> Result<bool, Event> {
         use mpsc::error::TrySendError;
         if self.gone {
-            return Ok(());
+            return Ok(false);
         }
         match self.tx.try_send(event) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(false),
             Err(TrySendError::Full(event)) => match self.policy {
                 OverflowPolicy::Block => Err(event),
                 OverflowPolicy::DropNewest => {
                     self.lag.add();
-                    self.dropped += 1;
                     tracing::trace!(target: "websockex_nova", event = "dropped", "event stream full");
-                    Ok(())
+                    Ok(true)
                 }
             },
             Err(TrySendError::Closed(_)) => {
                 self.gone = true;
-                Ok(())
+                Ok(false)
             }
         }
     }
@@ -366,7 +364,6 @@ impl Actor {
                 tx: events,
                 policy: config.overflow,
                 lag,
-                dropped: 0,
                 gone: false,
                 closing_wait: None,
                 close_wanted,
@@ -1207,13 +1204,12 @@ impl Actor {
     }
 
     fn deliver(&mut self, event: Event) -> Inbound {
-        let dropped_before = self.events.dropped;
-        let outcome = self.events.try_deliver(event);
-        if self.events.dropped != dropped_before {
-            self.handlers.metrics.dropped(1);
-        }
-        match outcome {
-            Ok(()) => Inbound::Done,
+        match self.events.try_deliver(event) {
+            Ok(false) => Inbound::Done,
+            Ok(true) => {
+                self.handlers.metrics.dropped(1);
+                Inbound::Done
+            }
             Err(event) => Inbound::Blocked(event),
         }
     }
