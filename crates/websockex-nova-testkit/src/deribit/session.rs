@@ -293,25 +293,9 @@ impl Session {
     /// client that stopped reading) drops the connection.
     async fn write(&mut self, text: String) -> Result<(), End> {
         let send = self.ws.send(Message::text(text));
-        tokio::pin!(send);
-        loop {
-            tokio::select! {
-                biased;
-                r = &mut send => {
-                    return match r {
-                        Ok(()) => {
-                            self.last_out = Instant::now();
-                            Ok(())
-                        }
-                        Err(e) => Err(End::Dropped(format!("write error: {e}"))),
-                    };
-                }
-                Some(c) = self.ctl.recv() => match c {
-                    Ctl::PauseWrites(p) => self.paused = p,
-                    Ctl::Close(_, reason) => return Err(End::Dropped(reason)),
-                },
-            }
-        }
+        drive_write(send, &mut self.ctl, &mut self.paused).await?;
+        self.last_out = Instant::now();
+        Ok(())
     }
 
     /// Write `first` and what else is queued (up to [`BATCH`]), one flush.
@@ -333,25 +317,9 @@ impl Session {
             }
             ws.flush().await
         };
-        tokio::pin!(send);
-        loop {
-            tokio::select! {
-                biased;
-                r = &mut send => {
-                    return match r {
-                        Ok(()) => {
-                            self.last_out = Instant::now();
-                            Ok(())
-                        }
-                        Err(e) => Err(End::Dropped(format!("write error: {e}"))),
-                    };
-                }
-                Some(c) = self.ctl.recv() => match c {
-                    Ctl::PauseWrites(p) => self.paused = p,
-                    Ctl::Close(_, reason) => return Err(End::Dropped(reason)),
-                },
-            }
-        }
+        drive_write(send, &mut self.ctl, &mut self.paused).await?;
+        self.last_out = Instant::now();
+        Ok(())
     }
 
     /// Discard what is queued, send a close frame, wait (bounded) for the client's reply.
@@ -379,5 +347,27 @@ impl Session {
         })
         .await;
         End::Server(code, reason.to_owned())
+    }
+}
+
+/// Drives a write to completion while obeying control orders: a pause toggles `paused`, a
+/// close order ends the connection even while the socket does not take the write.
+async fn drive_write<E: std::fmt::Display>(
+    send: impl std::future::Future<Output = Result<(), E>>,
+    ctl: &mut mpsc::UnboundedReceiver<Ctl>,
+    paused: &mut bool,
+) -> Result<(), End> {
+    tokio::pin!(send);
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut send => {
+                return r.map_err(|e| End::Dropped(format!("write error: {e}")));
+            }
+            Some(c) = ctl.recv() => match c {
+                Ctl::PauseWrites(p) => *paused = p,
+                Ctl::Close(_, reason) => return Err(End::Dropped(reason)),
+            },
+        }
     }
 }
