@@ -36,7 +36,10 @@ for client in raw typed; do
     b=$(ir "$client" "" "$N2" deribit)
     printf '%-18s %-9s %12.0f\n' "$client" "deribit" "$(echo "($b - $a) / ($N2 - $N1)" | bc -l)"
 done
-# The cost of metrics on the hot path: nova without parsing, with a DefaultMetricsCollector.
-a=$(ir nova "--no-parse --metrics" "$N1")
-b=$(ir nova "--no-parse --metrics" "$N2")
-printf '%-18s %-9s %12.0f\n' "nova+metrics" "--no-parse" "$(echo "($b - $a) / ($N2 - $N1)" | bc -l)"
+# The cost of observability on the hot path: nova without parsing, with each collector and
+# with a DefaultLoggingHandler (INFO, messages off).
+for extra in "--metrics default" "--metrics facade" "--logging"; do
+    a=$(ir nova "--no-parse $extra" "$N1")
+    b=$(ir nova "--no-parse $extra" "$N2")
+    printf '%-18s %-9s %12.0f\n' "nova ${extra#--}" "--no-parse" "$(echo "($b - $a) / ($N2 - $N1)" | bc -l)"
+done

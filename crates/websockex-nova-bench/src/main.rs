@@ -49,9 +49,12 @@ enum Cmd {
         /// Skip the JSON parse.
         #[arg(long)]
         no_parse: bool,
-        /// nova only: record into a `DefaultMetricsCollector` (the cost of metrics).
+        /// nova only: record metrics (the cost of metrics on the hot path).
+        #[arg(long, value_enum)]
+        metrics: Option<Metrics>,
+        /// nova only: a `DefaultLoggingHandler` at INFO, message logging off, to a sink.
         #[arg(long)]
-        metrics: bool,
+        logging: bool,
     },
     /// Request round trips against the server's `/rpc` (JSON-RPC answers, same server work
     /// for both clients); prints p50/p99 in µs.
@@ -121,11 +124,12 @@ fn main() {
             url,
             no_parse,
             metrics,
+            logging,
         } => {
             let cpu0 = cpu_time();
             let (n, secs, checksum) = rt.block_on(async {
                 match client {
-                    Which::Nova => nova_stream(&url, !no_parse, metrics).await,
+                    Which::Nova => nova_stream(&url, !no_parse, metrics, logging).await,
                     Which::Raw => raw_stream(&url, !no_parse).await,
                     Which::Typed => typed_stream(&url).await,
                 }
@@ -362,10 +366,38 @@ async fn typed_stream(url: &str) -> (u64, f64, f64) {
     (n, start.elapsed().as_secs_f64(), sum)
 }
 
-async fn nova_stream(url: &str, parse: bool, metrics: bool) -> (u64, f64, f64) {
+/// A metrics collector for `stream --client nova`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Metrics {
+    /// `DefaultMetricsCollector` (in-memory atomics).
+    Default,
+    /// `FacadeMetricsCollector` into the Prometheus exporter's recorder.
+    Facade,
+}
+
+async fn nova_stream(
+    url: &str,
+    parse: bool,
+    metrics: Option<Metrics>,
+    logging: bool,
+) -> (u64, f64, f64) {
     let mut builder = Client::builder(url);
-    if metrics {
-        builder = builder.metrics(websockex_nova::metrics::DefaultMetricsCollector::new());
+    match metrics {
+        None => {}
+        Some(Metrics::Default) => {
+            builder = builder.metrics(websockex_nova::metrics::DefaultMetricsCollector::new());
+        }
+        Some(Metrics::Facade) => {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            metrics::set_global_recorder(recorder).expect("one recorder");
+            builder = builder.metrics(websockex_nova::metrics::FacadeMetricsCollector::new(
+                "bench",
+            ));
+        }
+    }
+    if logging {
+        builder = builder
+            .logging(websockex_nova::logging::DefaultLoggingHandler::new().writer(std::io::sink()));
     }
     let (client, mut events) = builder
         .reconnect(ReconnectPolicy::never())

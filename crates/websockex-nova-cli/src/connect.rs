@@ -106,7 +106,8 @@ pub(crate) async fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (client, mut events) = match b.spawn() {
+    let (metrics, collectors) = crate::telemetry::collector("connect");
+    let (client, mut events) = match b.metrics(collectors).spawn() {
         Ok(parts) => parts,
         Err(e) => {
             eprintln!("nova: {e}");
@@ -114,6 +115,7 @@ pub(crate) async fn run(args: Args) -> ExitCode {
         }
     };
     tokio::spawn(pump_stdin(client.clone(), args.count.is_none()));
+    crate::telemetry::spawn_status_line(client.clone(), metrics);
 
     let started = Instant::now();
     let mut first_message: Option<Instant> = None;
@@ -160,6 +162,7 @@ pub(crate) async fn run(args: Args) -> ExitCode {
         let _ = out.flush();
     }
     let _ = out.flush();
+    crate::telemetry::clear_status();
     if args.quiet {
         let secs = started.elapsed().as_secs_f64();
         let active = first_message.map_or(secs, |t| t.elapsed().as_secs_f64());

@@ -84,7 +84,9 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     let config = DeribitConfig::new(Endpoint::Custom(sim.url()))
         .with_credentials(Credentials::client_signature("demo-key", "demo-secret"));
     let (builder, timing) = config.builder_with_timing();
+    let (_, collectors) = crate::telemetry::collector("demo");
     let connected = builder
+        .metrics(collectors)
         .reconnect(ReconnectPolicy::exponential(
             Duration::from_millis(100),
             Duration::from_secs(2),

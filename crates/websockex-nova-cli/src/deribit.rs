@@ -79,8 +79,10 @@ pub(crate) async fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (deribit, mut events) = match DeribitClient::connect(&config).await {
-        Ok(parts) => parts,
+    let (metrics, collectors) = crate::telemetry::collector("deribit");
+    let (builder, timing) = config.builder_with_timing();
+    let (deribit, mut events) = match builder.metrics(collectors).connect().await {
+        Ok((client, events)) => (DeribitClient::with_timing(client, timing), events),
         Err(e) => {
             eprintln!("nova: error: {e}");
             return ExitCode::FAILURE;
@@ -139,6 +141,7 @@ pub(crate) async fn run(args: Args) -> ExitCode {
             if !sub.refused().is_empty() {
                 eprintln!("nova: refused: {}", sub.refused().join(", "));
             }
+            crate::telemetry::spawn_status_line(deribit.client().clone(), metrics);
             let started = Instant::now();
             let mut received = 0u64;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -162,6 +165,7 @@ pub(crate) async fn run(args: Args) -> ExitCode {
             }
             drop(out);
             let _ = deribit.client().close().await;
+            crate::telemetry::clear_status();
             if quiet {
                 let secs = started.elapsed().as_secs_f64();
                 let rate = if secs > 0.0 {

@@ -15,6 +15,7 @@ mod echo_demo;
 mod report;
 mod serve;
 mod simulate;
+mod telemetry;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -31,6 +32,12 @@ struct Cli {
     /// Log filter for tracing output on stderr (e.g. `websockex_nova=debug`); env RUST_LOG works too.
     #[arg(long, global = true)]
     log: Option<String>,
+    /// Format of the tracing output on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = telemetry::LogFormat::Plain)]
+    log_format: telemetry::LogFormat,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address, e.g. 127.0.0.1:9184.
+    #[arg(long, global = true, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Command,
 }
@@ -73,15 +80,7 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = cli
-        .log
-        .clone()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "off".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .init();
+    telemetry::init_logs(cli.log.clone(), cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -94,6 +93,12 @@ fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(async move {
+        if let Some(addr) = cli.metrics {
+            if let Err(e) = telemetry::init_prometheus(addr) {
+                eprintln!("nova: {e}");
+                return ExitCode::from(2);
+            }
+        }
         match cli.command {
             Command::Connect(args) => connect::run(args).await,
             Command::Demo(args) => demo::run(args).await,

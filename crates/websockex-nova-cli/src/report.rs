@@ -103,6 +103,7 @@ pub(crate) fn print_event(format: EventFormat, event: &Event) {
         EventFormat::Text => event_text(event).map(|s| format!("nova: {s}")),
     };
     if let Some(line) = line {
+        crate::telemetry::clear_status();
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "{line}");
     }

@@ -40,7 +40,8 @@ use crate::frame::{CloseCode, CloseFrame, Frame};
 use crate::json::{ApiError, RawJson, Secret};
 use crate::keepalive::{Keepalive, KeepaliveAction};
 use crate::lifecycle::{Lifecycle, State};
-use crate::metrics::{ConnectionMetric, MessageKind};
+use crate::logging::{telemetry, Direction, LogValue, Logger};
+use crate::metrics::{ConnectionMetric, MessageKind, QueueKind};
 use crate::outbox::{Next, Outbox, Queued};
 use crate::ratelimit::{OnLimit, Outgoing, RateLimitHandler, TokenBucket};
 use crate::reconnect::{Backoff, Strategy};
@@ -113,6 +114,7 @@ pub(crate) fn run(
         attempt = tracing::field::Empty,
     );
     Ok(Actor::new(
+        conn_id,
         config,
         connector,
         handlers,
@@ -305,6 +307,7 @@ enum Accepted {
 }
 
 struct Actor {
+    log: Logger,
     config: ClientConfig,
     connector: Arc<Connector>,
     handlers: Handlers,
@@ -327,12 +330,15 @@ struct Actor {
     refresh_token: Option<Secret>,
     refresh_at: Option<Instant>,
     limiter_wake: Option<Instant>,
+    /// Since when the head of the outbox waits for rate-limit credits.
+    limited_since: Option<Instant>,
     ready_since: Option<Instant>,
 }
 
 impl Actor {
     #[allow(clippy::too_many_arguments)]
     fn new(
+        conn_id: u64,
         config: ClientConfig,
         connector: Arc<Connector>,
         mut handlers: Handlers,
@@ -359,7 +365,12 @@ impl Actor {
             .message
             .encode_request(0, "probe", "null")
             .is_some();
+        let log = Logger {
+            conn_id,
+            handler: handlers.logging.take(),
+        };
         Actor {
+            log,
             events: EventSink {
                 tx: events,
                 policy: config.overflow,
@@ -384,6 +395,7 @@ impl Actor {
             refresh_token: None,
             refresh_at: None,
             limiter_wake: None,
+            limited_since: None,
             ready_since: None,
             config,
             connector,
@@ -423,12 +435,26 @@ impl Actor {
                     let restarts = self.restarts.len() as u32;
                     let error = Error::new(ErrorKind::HandlerPanicked).with_context(cause.clone());
                     if restarts > self.config.restart.max_restarts {
-                        tracing::error!(target: "websockex_nova", event = "restart_limit", restarts, %cause, "giving up after repeated panics");
+                        telemetry!(
+                            self.log,
+                            Connection,
+                            ERROR,
+                            "restart_limit",
+                            restarts = restarts,
+                            cause = &*cause
+                        );
                         let fatal =
                             Error::new(ErrorKind::RestartLimit { restarts }).with_source(error);
                         return Box::pin(self.finish(Err(fatal))).await;
                     }
-                    tracing::error!(target: "websockex_nova", event = "restarted", restarts, %cause, "connection restarted after a panic");
+                    telemetry!(
+                        self.log,
+                        Connection,
+                        ERROR,
+                        "restarted",
+                        restarts = restarts,
+                        cause = &*cause
+                    );
                     // The panicked session dropped its link without the usual cleanup.
                     self.link_gone(false);
                     self.events.emit(Event::Restarted { restarts, cause }).await;
@@ -821,6 +847,14 @@ impl Actor {
         self.ready_since = Some(Instant::now());
         self.handlers.metrics.connection(ConnectionMetric::Opened);
         self.set_state(State::Ready).await;
+        telemetry!(
+            self.log,
+            Connection,
+            INFO,
+            "connected",
+            attempt = self.lifecycle.attempt(),
+            subprotocol = link.subprotocol.as_deref()
+        );
         self.backoff.on_up(Instant::now().into_std());
         self.events
             .emit(Event::Connected {
@@ -998,7 +1032,13 @@ impl Actor {
         match keepalive.poll(now.into_std()) {
             KeepaliveAction::Dead => {
                 let timeout = keepalive.timeout().unwrap_or_default();
-                tracing::warn!(target: "websockex_nova", event = "dead_peer", ?timeout, "no traffic within the keepalive timeout");
+                telemetry!(
+                    self.log,
+                    Connection,
+                    WARN,
+                    "dead_peer",
+                    timeout_ms = LogValue::ms(timeout)
+                );
                 return Some(LinkEnd::Lost(Error::timeout(
                     TimeoutKind::Keepalive,
                     timeout,
@@ -1030,7 +1070,7 @@ impl Actor {
                     self.group_failed(group, &channels, err);
                 }
                 Waiter::Notice(method) => {
-                    tracing::warn!(target: "websockex_nova", event = "call_unanswered", %method);
+                    telemetry!(self.log, Request, WARN, "call_unanswered", method = &method);
                 }
                 // The framework's own calls unanswered: the link is not healthy.
                 Waiter::Auth { .. } | Waiter::Subscribe { .. } => {
@@ -1049,7 +1089,7 @@ impl Actor {
                 let refresh = self.refresh_token.clone();
                 if let Some(auth) = self.handlers.auth.as_mut() {
                     let call = auth.authenticate(refresh.as_ref());
-                    tracing::debug!(target: "websockex_nova", event = "auth_refresh");
+                    telemetry!(self.log, Auth, DEBUG, "auth_refresh");
                     self.push_control(
                         call.method,
                         call.params,
@@ -1067,18 +1107,50 @@ impl Actor {
     async fn pump(&mut self, link: &mut Link) -> Result<(), Error> {
         loop {
             let ready = self.ready();
-            match self.outbox.next(Instant::now().into_std(), ready) {
-                Next::Write(q) => self.write_job(link, q.item).await?,
+            let now = Instant::now();
+            match self.outbox.next(now.into_std(), ready) {
+                Next::Write(q) => {
+                    self.limit_wait_over(now);
+                    self.write_job(link, q.item).await?
+                }
                 Next::WaitUntil(t) => {
-                    self.limiter_wake = Some(Instant::from_std(t));
+                    let wake = Instant::from_std(t);
+                    if self.limited_since.is_none() {
+                        self.limited_since = Some(now);
+                        telemetry!(
+                            self.log,
+                            RateLimit,
+                            DEBUG,
+                            "rate_limited",
+                            queued = self.outbox.len(),
+                            wait_ms = LogValue::ms(wake - now)
+                        );
+                    }
+                    self.limiter_wake = Some(wake);
+                    self.report_depths();
                     return Ok(());
                 }
                 Next::Idle => {
+                    self.limit_wait_over(now);
                     self.limiter_wake = None;
+                    self.report_depths();
                     return Ok(());
                 }
             }
         }
+    }
+
+    /// A wait for rate-limit credits ended (or never began).
+    fn limit_wait_over(&mut self, now: Instant) {
+        if let Some(since) = self.limited_since.take() {
+            self.handlers.metrics.rate_limit_wait(now - since);
+        }
+    }
+
+    fn report_depths(&mut self) {
+        let m = &mut self.handlers.metrics;
+        m.queue_depth(QueueKind::Outbound, self.outbox.len());
+        m.queue_depth(QueueKind::InFlight, self.pending.len());
     }
 
     async fn write_job(&mut self, link: &mut Link, job: Job) -> Result<(), Error> {
@@ -1086,9 +1158,11 @@ impl Actor {
         match job {
             Job::Send { frame, reply } => {
                 let len = frame.len();
+                let kind = message_kind(&frame);
+                self.log.message(Direction::Out, &frame);
                 match link.send(frame, write_timeout).await {
                     Ok(()) => {
-                        self.handlers.metrics.message_out(len);
+                        self.handlers.metrics.message_out(kind, len);
                         let _ = reply.send(Ok(()));
                         Ok(())
                     }
@@ -1109,14 +1183,23 @@ impl Actor {
                     fail_waiter(waiter, Error::new(ErrorKind::Unsupported), self);
                     return Ok(());
                 };
-                tracing::debug!(target: "websockex_nova", event = "request_sent", id, %method);
+                telemetry!(
+                    self.log,
+                    Request,
+                    DEBUG,
+                    "request_sent",
+                    id = id,
+                    method = &method
+                );
                 let len = frame.len();
+                let kind = message_kind(&frame);
+                self.log.message(Direction::Out, &frame);
                 if let Waiter::User(_, sent) = &mut waiter {
                     *sent = Some(Instant::now());
                 }
                 match link.send(frame, write_timeout).await {
                     Ok(()) => {
-                        self.handlers.metrics.message_out(len);
+                        self.handlers.metrics.message_out(kind, len);
                         self.pending
                             .insert(id, waiter, (Instant::now() + timeout).into_std());
                         Ok(())
@@ -1148,19 +1231,24 @@ impl Actor {
     fn on_data(&mut self, pings: &mut Vec<PendingPing>, frame: Frame) -> Inbound {
         match frame {
             Frame::Text(_) | Frame::Binary(_) => {
-                tracing::trace!(target: "websockex_nova", event = "message_received", len = frame.len());
-                let kind = if matches!(frame, Frame::Text(_)) {
-                    MessageKind::Text
-                } else {
-                    MessageKind::Binary
-                };
-                self.handlers.metrics.message_in(kind, frame.len());
+                self.log.message(Direction::In, &frame);
+                self.handlers
+                    .metrics
+                    .message_in(message_kind(&frame), frame.len());
                 match self.handlers.message.classify(&frame) {
                     Classified::Notification { channel, data } => {
                         match self.registry.route(channel, data) {
                             Route::Delivered => Inbound::Done,
                             Route::Dropped => {
                                 self.handlers.metrics.dropped(1);
+                                telemetry!(
+                                    self.log,
+                                    Message,
+                                    DEBUG,
+                                    "dropped",
+                                    count = 1u64,
+                                    stream = "subscription"
+                                );
                                 Inbound::Done
                             }
                             Route::Full(tx, event) => Inbound::SubscriptionFull(tx, event),
@@ -1171,7 +1259,17 @@ impl Actor {
                     Classified::Response { id, result } => match self.pending.take(id) {
                         Some(Waiter::User(reply, sent)) => {
                             if let Some(sent) = sent {
-                                self.handlers.metrics.request_latency(sent.elapsed());
+                                let latency = sent.elapsed();
+                                self.handlers.metrics.request_latency(latency);
+                                telemetry!(
+                                    self.log,
+                                    Request,
+                                    DEBUG,
+                                    "request_answered",
+                                    id = id,
+                                    latency_us = LogValue::us(latency),
+                                    ok = result.is_ok()
+                                );
                             }
                             self.outbox.request_done();
                             let _ = reply.send(result.map_err(|e| Error::new(ErrorKind::Api(e))));
@@ -1190,7 +1288,13 @@ impl Actor {
                 if let Some(i) = pings.iter().position(|p| p.payload == payload) {
                     let ping = pings.swap_remove(i);
                     let rtt = ping.sent.elapsed();
-                    tracing::debug!(target: "websockex_nova", event = "pong", ?rtt);
+                    telemetry!(
+                        self.log,
+                        Connection,
+                        DEBUG,
+                        "pong",
+                        rtt_us = LogValue::us(rtt)
+                    );
                     if let Some(reply) = ping.reply {
                         let _ = reply.send(Ok(rtt));
                     }
@@ -1208,6 +1312,14 @@ impl Actor {
             Ok(false) => Inbound::Done,
             Ok(true) => {
                 self.handlers.metrics.dropped(1);
+                telemetry!(
+                    self.log,
+                    Message,
+                    DEBUG,
+                    "dropped",
+                    count = 1u64,
+                    stream = "events"
+                );
                 Inbound::Done
             }
             Err(event) => Inbound::Blocked(event),
@@ -1231,7 +1343,7 @@ impl Actor {
                     inbound = self.on_data(pings, frame);
                 }
                 Inbound::Heartbeat(answer) => {
-                    tracing::debug!(target: "websockex_nova", event = "heartbeat_answered");
+                    telemetry!(self.log, Connection, DEBUG, "heartbeat_answered");
                     return link
                         .send(answer, self.config.write_timeout)
                         .await
@@ -1288,10 +1400,17 @@ impl Actor {
             Waiter::Notice(method) => {
                 match result {
                     Ok(_) => {
-                        tracing::debug!(target: "websockex_nova", event = "call_answered", %method)
+                        telemetry!(self.log, Request, DEBUG, "call_answered", method = &method)
                     }
                     Err(api) => {
-                        tracing::warn!(target: "websockex_nova", event = "call_failed", %method, code = api.code);
+                        telemetry!(
+                            self.log,
+                            Request,
+                            WARN,
+                            "call_failed",
+                            method = &method,
+                            code = api.code
+                        );
                         let err = Error::new(ErrorKind::Api(api)).with_context(method);
                         self.events.emit(Event::Error(err)).await;
                     }
@@ -1323,7 +1442,14 @@ impl Actor {
                         self.refresh_at = grant.expires_in.map(|e| {
                             Instant::now() + e.saturating_sub(margin).max(Duration::from_millis(1))
                         });
-                        tracing::info!(target: "websockex_nova", event = "authenticated", refresh, expires_in = ?grant.expires_in);
+                        telemetry!(
+                            self.log,
+                            Auth,
+                            INFO,
+                            "authenticated",
+                            refresh = refresh,
+                            expires_in_ms = grant.expires_in.map(LogValue::ms)
+                        );
                         self.events
                             .emit(Event::Authenticated {
                                 expires_in: grant.expires_in,
@@ -1337,7 +1463,14 @@ impl Actor {
                     }
                     Err(e) if refresh => {
                         // A refused refresh: fall back to the full credentials once.
-                        tracing::warn!(target: "websockex_nova", event = "auth_refresh_failed", error = %e);
+                        telemetry!(
+                            self.log,
+                            Auth,
+                            WARN,
+                            "auth_refresh_failed",
+                            category = e.kind().name(),
+                            error = LogValue::display(&e)
+                        );
                         let call = auth.authenticate(None);
                         self.push_control(
                             call.method,
@@ -1347,7 +1480,14 @@ impl Actor {
                         None
                     }
                     Err(e) => {
-                        tracing::warn!(target: "websockex_nova", event = "auth_failed", error = %e);
+                        telemetry!(
+                            self.log,
+                            Auth,
+                            WARN,
+                            "auth_failed",
+                            category = e.kind().name(),
+                            error = LogValue::display(&e)
+                        );
                         Some(LinkEnd::Lost(e))
                     }
                 }
@@ -1386,7 +1526,14 @@ impl Actor {
 
     async fn group_done(&mut self, link: &Link, group: u64, g: Group) {
         if !g.refused.is_empty() {
-            tracing::warn!(target: "websockex_nova", event = "subscription_refused", channels = ?g.refused);
+            let refused = g.refused.join(",");
+            telemetry!(
+                self.log,
+                Subscription,
+                WARN,
+                "subscription_refused",
+                channels = &refused
+            );
             self.events
                 .emit(Event::SubscriptionRefused {
                     channels: g.refused.clone(),
@@ -1404,7 +1551,13 @@ impl Actor {
                     }
                     Err(err)
                 } else {
-                    tracing::info!(target: "websockex_nova", event = "subscribed", channels = g.confirmed.len());
+                    telemetry!(
+                        self.log,
+                        Subscription,
+                        INFO,
+                        "subscribed",
+                        channels = g.confirmed.len()
+                    );
                     Ok(SubscribeOk {
                         rx,
                         lagged,
@@ -1419,7 +1572,14 @@ impl Actor {
                 }
             }
             None => {
-                tracing::info!(target: "websockex_nova", event = "resubscribed", channels = g.confirmed.len(), refused = g.refused.len());
+                telemetry!(
+                    self.log,
+                    Subscription,
+                    INFO,
+                    "resubscribed",
+                    channels = g.confirmed.len(),
+                    refused = g.refused.len()
+                );
                 self.registry
                     .announce(&g.confirmed, &SubscriptionEvent::Resubscribed);
                 self.events
@@ -1548,7 +1708,13 @@ impl Actor {
         let clean = link
             .finish_close(Some(frame), self.config.close_timeout)
             .await;
-        tracing::debug!(target: "websockex_nova", event = "close_handshake", clean);
+        telemetry!(
+            self.log,
+            Connection,
+            DEBUG,
+            "close_handshake",
+            clean = clean
+        );
         LinkEnd::Closed
     }
 
@@ -1565,7 +1731,16 @@ impl Actor {
         self.backoff.on_down(Instant::now().into_std());
         let attempt = self.lifecycle.attempt();
         let code = error.close_code();
-        tracing::warn!(target: "websockex_nova", event = "disconnected", attempt, code = code.map(CloseCode::as_u16), %error);
+        telemetry!(
+            self.log,
+            Error,
+            WARN,
+            "disconnected",
+            attempt = attempt,
+            code = code.map(CloseCode::as_u16),
+            category = error.kind().name(),
+            error = LogValue::display(&error)
+        );
         let context = ErrorContext {
             phase,
             state,
@@ -1607,7 +1782,14 @@ impl Actor {
         if self.lifecycle.state() != State::Backoff {
             self.set_state(State::Backoff).await;
         }
-        tracing::info!(target: "websockex_nova", event = "reconnecting", attempt = attempt + 1, ?delay);
+        telemetry!(
+            self.log,
+            Connection,
+            INFO,
+            "reconnecting",
+            attempt = attempt + 1,
+            delay_ms = LogValue::ms(delay)
+        );
         self.handlers
             .metrics
             .connection(ConnectionMetric::Reconnect);
@@ -1640,8 +1822,14 @@ impl Actor {
         }
         self.set_state(State::Closed).await;
         match &result {
-            Ok(()) => tracing::info!(target: "websockex_nova", event = "closed"),
-            Err(e) => tracing::warn!(target: "websockex_nova", event = "closed", error = %e),
+            Ok(()) => telemetry!(self.log, Connection, INFO, "closed"),
+            Err(e) => telemetry!(
+                self.log,
+                Connection,
+                WARN,
+                "closed",
+                error = LogValue::display(e)
+            ),
         }
         self.events
             .emit(Event::Closed {
@@ -1669,7 +1857,15 @@ impl Actor {
     async fn set_state(&mut self, to: State) {
         match self.lifecycle.transition(to) {
             Ok(t) => {
-                tracing::info!(target: "websockex_nova", event = "state_changed", from = %t.from, to = %t.to, attempt = t.attempt);
+                telemetry!(
+                    self.log,
+                    Connection,
+                    INFO,
+                    "state_changed",
+                    from = t.from.as_str(),
+                    to = t.to.as_str(),
+                    attempt = t.attempt
+                );
                 self.status.send_replace(Status {
                     state: t.to,
                     attempt: t.attempt,
@@ -1683,7 +1879,13 @@ impl Actor {
                     })
                     .await;
             }
-            Err(e) => tracing::error!(target: "websockex_nova", event = "illegal_transition", %e),
+            Err(e) => telemetry!(
+                self.log,
+                Connection,
+                ERROR,
+                "illegal_transition",
+                error = LogValue::display(&e)
+            ),
         }
     }
 }
@@ -1735,6 +1937,13 @@ fn fail_waiter(waiter: Waiter, err: Error, actor: &mut Actor) {
     fail_job(job, err, &mut actor.groups, &mut actor.registry);
 }
 
+fn message_kind(frame: &Frame) -> MessageKind {
+    match frame {
+        Frame::Binary(_) => MessageKind::Binary,
+        _ => MessageKind::Text,
+    }
+}
+
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_owned()
@@ -1766,6 +1975,7 @@ mod tests {
         let (_commands_tx, commands) = mpsc::channel(1);
         let connector = Arc::new(Connector::new(&config).unwrap());
         let mut actor = Actor::new(
+            0,
             config,
             Arc::clone(&connector),
             Handlers::default(),

@@ -326,6 +326,8 @@ pub struct Handlers {
     pub auth: Option<Box<dyn AuthHandler>>,
     /// Metrics (default `()`: nothing recorded, nothing paid).
     pub metrics: Box<dyn crate::metrics::MetricsCollector>,
+    /// Logging (`None`: only the `tracing` events).
+    pub logging: Option<Box<dyn crate::logging::LoggingHandler>>,
 }
 
 impl Default for Handlers {
@@ -337,6 +339,7 @@ impl Default for Handlers {
             subscription: None,
             auth: None,
             metrics: Box::new(()),
+            logging: None,
         }
     }
 }

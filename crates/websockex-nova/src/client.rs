@@ -584,6 +584,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Logs what happens through `handler` (e.g. a
+    /// [`DefaultLoggingHandler`](crate::logging::DefaultLoggingHandler)), besides the
+    /// `tracing` events.
+    pub fn logging(mut self, handler: impl crate::logging::LoggingHandler) -> Self {
+        self.handlers.logging = Some(Box::new(handler));
+        self
+    }
+
     /// Subscription behaviour.
     pub fn subscription_handler(mut self, handler: impl SubscriptionHandler) -> Self {
         self.handlers.subscription = Some(Box::new(handler));

@@ -89,8 +89,9 @@ impl Default for RestartLimit {
     }
 }
 
-/// Everything that configures one client connection.
-#[derive(Debug, Clone, PartialEq)]
+/// Everything that configures one client connection. Its `Debug` form hides the URL's
+/// user-info and query and the header values, where credentials are often carried.
+#[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ClientConfig {
     /// `ws://` or `wss://` URL.
@@ -137,6 +138,39 @@ pub struct ClientConfig {
     pub rate_limit: Option<crate::ratelimit::RateLimit>,
     /// TLS.
     pub tls: TlsConfig,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(name, _)| (name.as_str(), "[redacted]"))
+            .collect();
+        f.debug_struct("ClientConfig")
+            .field("url", &crate::logging::redact_url(&self.url))
+            .field("headers", &headers)
+            .field("subprotocols", &self.subprotocols)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("upgrade_timeout", &self.upgrade_timeout)
+            .field("write_timeout", &self.write_timeout)
+            .field("close_timeout", &self.close_timeout)
+            .field("keepalive", &self.keepalive)
+            .field("reconnect", &self.reconnect)
+            .field("max_message_size", &self.max_message_size)
+            .field("max_frame_size", &self.max_frame_size)
+            .field("command_capacity", &self.command_capacity)
+            .field("event_capacity", &self.event_capacity)
+            .field("offline", &self.offline)
+            .field("overflow", &self.overflow)
+            .field("restart", &self.restart)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("subscription_capacity", &self.subscription_capacity)
+            .field("rate_limit", &self.rate_limit)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl ClientConfig {

@@ -43,6 +43,15 @@
 //!
 //! * `native-roots`: trust the operating system's root certificates
 //!   ([`RootCertificates::Native`]). Default: none (webpki roots compiled in).
+//! * `metrics`: `FacadeMetricsCollector`, which records into the `metrics` facade so any
+//!   exporter (Prometheus, StatsD, …) works.
+//!
+//! ## Observability
+//!
+//! Every happening is a `tracing` event with a stable name (table in [`logging`]); numbers
+//! go to a [`metrics::MetricsCollector`] ([`metrics::DefaultMetricsCollector`] keeps them
+//! in memory for snapshots); a [`logging::LoggingHandler`] gets the same happenings as
+//! records, with per-category levels, plain or JSON lines and redacted message logging.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -57,6 +66,7 @@ pub mod json;
 pub mod jsonrpc;
 pub mod keepalive;
 pub mod lifecycle;
+pub mod logging;
 pub mod metrics;
 mod outbox;
 pub mod ratelimit;

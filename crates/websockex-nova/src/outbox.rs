@@ -163,6 +163,11 @@ impl<T> Outbox<T> {
     pub(crate) fn user_len(&self) -> usize {
         self.user.len()
     }
+
+    /// Everything waiting: control and user items.
+    pub(crate) fn len(&self) -> usize {
+        self.control.len() + self.user.len()
+    }
 }
 
 #[cfg(test)]

@@ -72,7 +72,6 @@ impl<W> Pending<W> {
         self.waiting.drain().map(|(_, (w, _))| w).collect()
     }
 
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.waiting.len()
     }

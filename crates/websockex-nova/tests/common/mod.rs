@@ -138,3 +138,4 @@ pub async fn wait_server_idle(server: &TestServer) {
 }
 
 pub mod rpc;
+pub mod telemetry;

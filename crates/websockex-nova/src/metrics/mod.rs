@@ -14,7 +14,13 @@
 //! ```
 //!
 //! No collector is installed by default: the hot path then pays nothing. Several collectors
-//! at once: a `Vec<Box<dyn MetricsCollector>>` is one.
+//! at once: a `Vec<Box<dyn MetricsCollector>>` is one. With the `metrics` feature,
+//! [`FacadeMetricsCollector`] records into the `metrics` facade for any exporter.
+
+#[cfg(feature = "metrics")]
+mod facade;
+#[cfg(feature = "metrics")]
+pub use facade::FacadeMetricsCollector;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,6 +34,16 @@ pub enum MessageKind {
     Text,
     /// Binary.
     Binary,
+}
+
+/// A queue whose depth [`MetricsCollector::queue_depth`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueueKind {
+    /// Frames, requests and framework calls waiting to be written (offline or for credits).
+    Outbound,
+    /// Requests written and not yet answered.
+    InFlight,
 }
 
 /// Connection-level happenings.
@@ -56,8 +72,8 @@ pub trait MetricsCollector: Send + 'static {
         let _ = (kind, bytes);
     }
     /// A frame written (data or request).
-    fn message_out(&mut self, bytes: usize) {
-        let _ = bytes;
+    fn message_out(&mut self, kind: MessageKind, bytes: usize) {
+        let _ = (kind, bytes);
     }
     /// A request answered after `latency`.
     fn request_latency(&mut self, latency: Duration) {
@@ -71,6 +87,14 @@ pub trait MetricsCollector: Send + 'static {
     fn dropped(&mut self, count: u64) {
         let _ = count;
     }
+    /// The depth of a queue, reported after the writer has let out what it could.
+    fn queue_depth(&mut self, queue: QueueKind, depth: usize) {
+        let _ = (queue, depth);
+    }
+    /// The outbound queue's head waited this long for rate-limit credits.
+    fn rate_limit_wait(&mut self, waited: Duration) {
+        let _ = waited;
+    }
 }
 
 impl MetricsCollector for () {}
@@ -82,8 +106,8 @@ impl MetricsCollector for Vec<Box<dyn MetricsCollector>> {
     fn message_in(&mut self, kind: MessageKind, bytes: usize) {
         self.iter_mut().for_each(|c| c.message_in(kind, bytes));
     }
-    fn message_out(&mut self, bytes: usize) {
-        self.iter_mut().for_each(|c| c.message_out(bytes));
+    fn message_out(&mut self, kind: MessageKind, bytes: usize) {
+        self.iter_mut().for_each(|c| c.message_out(kind, bytes));
     }
     fn request_latency(&mut self, latency: Duration) {
         self.iter_mut().for_each(|c| c.request_latency(latency));
@@ -93,6 +117,12 @@ impl MetricsCollector for Vec<Box<dyn MetricsCollector>> {
     }
     fn dropped(&mut self, count: u64) {
         self.iter_mut().for_each(|c| c.dropped(count));
+    }
+    fn queue_depth(&mut self, queue: QueueKind, depth: usize) {
+        self.iter_mut().for_each(|c| c.queue_depth(queue, depth));
+    }
+    fn rate_limit_wait(&mut self, waited: Duration) {
+        self.iter_mut().for_each(|c| c.rate_limit_wait(waited));
     }
 }
 
@@ -127,8 +157,13 @@ struct Counters {
     text_in: AtomicU64,
     binary_in: AtomicU64,
     bytes_in: AtomicU64,
-    messages_out: AtomicU64,
+    text_out: AtomicU64,
+    binary_out: AtomicU64,
     bytes_out: AtomicU64,
+    outbound_depth: AtomicU64,
+    in_flight: AtomicU64,
+    rate_limit_waits: AtomicU64,
+    rate_limit_wait_us: AtomicU64,
     requests: AtomicU64,
     latency_max_us: AtomicU64,
     latency_buckets: [AtomicU64; BUCKETS_US.len()],
@@ -166,8 +201,10 @@ pub struct MetricsSnapshot {
     pub binary_in: u64,
     /// Payload bytes received.
     pub bytes_in: u64,
-    /// Frames written.
+    /// Frames written (text and binary).
     pub messages_out: u64,
+    /// Binary frames written (the rest are text).
+    pub binary_out: u64,
     /// Payload bytes written.
     pub bytes_out: u64,
     /// Requests answered.
@@ -184,6 +221,14 @@ pub struct MetricsSnapshot {
     pub errors: Vec<(&'static str, u64)>,
     /// Messages dropped by overflow policies.
     pub dropped: u64,
+    /// Items waiting to be written, as last reported.
+    pub outbound_depth: u64,
+    /// Requests in flight, as last reported.
+    pub in_flight: u64,
+    /// Waits for rate-limit credits.
+    pub rate_limit_waits: u64,
+    /// Total time spent waiting for rate-limit credits.
+    pub rate_limit_wait_time: Duration,
 }
 
 impl DefaultMetricsCollector {
@@ -223,7 +268,8 @@ impl DefaultMetricsCollector {
             text_in: get(&c.text_in),
             binary_in: get(&c.binary_in),
             bytes_in: get(&c.bytes_in),
-            messages_out: get(&c.messages_out),
+            messages_out: get(&c.text_out) + get(&c.binary_out),
+            binary_out: get(&c.binary_out),
             bytes_out: get(&c.bytes_out),
             requests: get(&c.requests),
             latency_p50: pct(0.50),
@@ -232,6 +278,10 @@ impl DefaultMetricsCollector {
             latency_max: (total > 0).then(|| Duration::from_micros(max_us)),
             errors: self.errors.lock().map(|e| e.clone()).unwrap_or_default(),
             dropped: get(&c.dropped),
+            outbound_depth: get(&c.outbound_depth),
+            in_flight: get(&c.in_flight),
+            rate_limit_waits: get(&c.rate_limit_waits),
+            rate_limit_wait_time: Duration::from_micros(get(&c.rate_limit_wait_us)),
         }
     }
 }
@@ -270,9 +320,12 @@ impl MetricsCollector for DefaultMetricsCollector {
         c.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
-    fn message_out(&mut self, bytes: usize) {
+    fn message_out(&mut self, kind: MessageKind, bytes: usize) {
         let c = &self.counters;
-        c.messages_out.fetch_add(1, Ordering::Relaxed);
+        match kind {
+            MessageKind::Text => c.text_out.fetch_add(1, Ordering::Relaxed),
+            MessageKind::Binary => c.binary_out.fetch_add(1, Ordering::Relaxed),
+        };
         c.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
@@ -301,6 +354,21 @@ impl MetricsCollector for DefaultMetricsCollector {
     fn dropped(&mut self, count: u64) {
         self.counters.dropped.fetch_add(count, Ordering::Relaxed);
     }
+
+    fn queue_depth(&mut self, queue: QueueKind, depth: usize) {
+        let gauge = match queue {
+            QueueKind::Outbound => &self.counters.outbound_depth,
+            QueueKind::InFlight => &self.counters.in_flight,
+        };
+        gauge.store(depth as u64, Ordering::Relaxed);
+    }
+
+    fn rate_limit_wait(&mut self, waited: Duration) {
+        let c = &self.counters;
+        c.rate_limit_waits.fetch_add(1, Ordering::Relaxed);
+        c.rate_limit_wait_us
+            .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
@@ -315,7 +383,7 @@ mod tests {
         recorder.connection(ConnectionMetric::Closed(Duration::from_secs(2)));
         recorder.connection(ConnectionMetric::Failed);
         recorder.message_in(MessageKind::Text, 10);
-        recorder.message_out(5);
+        recorder.message_out(MessageKind::Text, 5);
         for us in [
             40, 80, 80, 150, 900, 3_000, 40_000, 40_000, 40_000, 2_000_000,
         ] {
