@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use clap::ValueEnum;
 use tokio::io::AsyncBufReadExt;
+use websockex_nova::config_file::{ConfigFile, ConfigWatcher};
 use websockex_nova::{Client, ClientBuilder, Event, Frame, Jitter, OfflinePolicy, ReconnectPolicy};
 
 use crate::parse_duration;
@@ -60,6 +61,10 @@ pub(crate) struct Args {
     /// Lines kept while the server is away (sent after the reconnect, in order).
     #[arg(long, default_value_t = 1024)]
     queue: usize,
+    /// A TOML configuration file, applied over the flags at start and again whenever it
+    /// changes (rate limit, reconnect policy, keepalive, timeouts, … without dropping the link).
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
 }
 
 fn policy(args: &Args) -> ReconnectPolicy {
@@ -94,6 +99,10 @@ fn builder(args: &Args) -> Result<ClientBuilder, String> {
     for p in &args.subprotocols {
         b = b.subprotocol(p.clone());
     }
+    if let Some(path) = &args.config {
+        let file = ConfigFile::load(path).map_err(|e| e.to_string())?;
+        b = b.configure(|c| file.apply(c));
+    }
     Ok(b)
 }
 
@@ -114,6 +123,17 @@ pub(crate) async fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(path) = &args.config {
+        match ConfigWatcher::spawn(path, client.clone()) {
+            Ok(watcher) => {
+                tokio::spawn(report_reloads(watcher, args.events));
+            }
+            Err(e) => {
+                eprintln!("nova: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     tokio::spawn(pump_stdin(client.clone(), args.count.is_none()));
     crate::telemetry::spawn_status_line(client.clone(), metrics);
 
@@ -187,6 +207,32 @@ fn write_message(out: &mut impl Write, frame: &Frame) -> std::io::Result<()> {
             writeln!(out, "base64:{encoded}")
         }
         _ => Ok(()),
+    }
+}
+
+/// Says what each reload of the config file changed, or why it was refused.
+async fn report_reloads(mut watcher: ConfigWatcher, format: EventFormat) {
+    while let Some(outcome) = watcher.next().await {
+        crate::telemetry::clear_status();
+        let line = match (&outcome, format) {
+            (_, EventFormat::None) => continue,
+            (Ok(r), EventFormat::Json) => serde_json::json!({
+                "event": "config_reloaded", "now": r.now, "on_connect": r.on_connect,
+            })
+            .to_string(),
+            (Err(e), EventFormat::Json) => {
+                serde_json::json!({"event": "config_refused", "error": e.to_string()}).to_string()
+            }
+            (Ok(r), EventFormat::Text) => format!(
+                "nova: config reloaded: now [{}], next connect [{}]",
+                r.now.join(", "),
+                r.on_connect.join(", ")
+            ),
+            (Err(e), EventFormat::Text) => {
+                format!("nova: config refused, keeping the old one: {e}")
+            }
+        };
+        eprintln!("{line}");
     }
 }
 

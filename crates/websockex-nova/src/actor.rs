@@ -37,6 +37,7 @@ use crate::config::{ClientConfig, OfflinePolicy, OverflowPolicy};
 use crate::error::{Error, ErrorKind, TimeoutKind};
 use crate::event::Event;
 use crate::frame::{CloseCode, CloseFrame, Frame};
+use crate::inbox;
 use crate::json::{ApiError, RawJson, Secret};
 use crate::keepalive::{Keepalive, KeepaliveAction};
 use crate::lifecycle::{Lifecycle, State};
@@ -44,6 +45,7 @@ use crate::logging::{telemetry, Direction, LogValue, Logger};
 use crate::metrics::{ConnectionMetric, MessageKind, QueueKind};
 use crate::outbox::{Next, Outbox, Queued};
 use crate::ratelimit::{OnLimit, Outgoing, RateLimitHandler, TokenBucket};
+use crate::reconfigure::{self, Reconfigured};
 use crate::reconnect::{Backoff, Strategy};
 use crate::rpc::Pending;
 pub(crate) use crate::subscription::Lag;
@@ -78,17 +80,30 @@ pub(crate) enum Command {
         frame: Frame,
         reply: oneshot::Sender<()>,
     },
+    Reconfigure {
+        update: ConfigUpdate,
+        reply: oneshot::Sender<Result<Reconfigured, Error>>,
+    },
+    Config {
+        reply: oneshot::Sender<ClientConfig>,
+    },
 }
+
+/// A change to the live configuration, run on the actor against its current one.
+pub(crate) type ConfigUpdate = Box<dyn FnOnce(&mut ClientConfig) + Send>;
 
 /// A confirmed subscription handed back to the handle.
 pub(crate) struct SubscribeOk {
-    pub(crate) rx: mpsc::Receiver<SubscriptionEvent>,
+    pub(crate) rx: inbox::Rx<SubscriptionEvent>,
     pub(crate) lagged: Lag,
     pub(crate) confirmed: Vec<String>,
     pub(crate) refused: Vec<String>,
 }
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// How often a stream under pressure is looked at for relief when nothing else happens.
+const PRESSURE_CHECK: Duration = Duration::from_millis(50);
 
 /// Most inbound frames handled per wakeup before commands and timers get a turn.
 const INBOUND_BATCH: usize = 64;
@@ -102,7 +117,7 @@ pub(crate) fn run(
     rng: Option<Box<dyn RngCore + Send>>,
     close_wanted: Arc<Notify>,
     commands: mpsc::Receiver<Command>,
-    events: (mpsc::Sender<Event>, Lag),
+    events: EventParts,
     status: watch::Sender<Status>,
 ) -> Result<impl std::future::Future<Output = Result<(), Error>> + Send, Error> {
     let connector = Arc::new(Connector::new(&config)?);
@@ -129,6 +144,20 @@ pub(crate) fn run(
     .instrument(span))
 }
 
+/// The sending side of the event stream, as the handle built it.
+pub(crate) type EventParts = (mpsc::Sender<Event>, Lag, Option<inbox::Evictor<Event>>);
+
+/// What became of a data event.
+enum Delivery {
+    Delivered,
+    /// Dropped by the overflow policy (counted, announced later).
+    Dropped,
+    /// Full under `Block`: the caller waits for room.
+    Full(Event),
+    /// Full under `Disconnect`: counted; the caller replaces the link.
+    Overflow,
+}
+
 /// Delivers events under the overflow policy.
 struct EventSink {
     tx: mpsc::Sender<Event>,
@@ -143,6 +172,13 @@ struct EventSink {
     close_wanted: Arc<Notify>,
     /// The close timeout, applied once a close is wanted.
     close_timeout: Duration,
+    /// Under `DropOldest`: the stream's head, for evicting.
+    evictor: Option<inbox::Evictor<Event>>,
+    /// The stream's capacity and its (high, low) watermarks in events.
+    capacity: usize,
+    watermarks: (usize, usize),
+    /// Above the high watermark, not yet back to the low one.
+    pressure: bool,
 }
 
 impl EventSink {
@@ -177,29 +213,64 @@ impl EventSink {
         }
     }
 
-    /// Data messages, without waiting: `Ok(true)` if the overflow policy dropped it.
-    /// `Err` hands the event back when the stream is full under [`OverflowPolicy::Block`]:
-    /// the caller waits for room (serving commands).
-    fn try_deliver(&mut self, event: Event) -> Result<bool, Event> {
+    /// Data messages, without waiting, under the overflow policy.
+    fn try_deliver(&mut self, event: Event) -> Delivery {
         use mpsc::error::TrySendError;
         if self.gone {
-            return Ok(false);
+            return Delivery::Delivered;
         }
         match self.tx.try_send(event) {
-            Ok(()) => Ok(false),
+            Ok(()) => Delivery::Delivered,
             Err(TrySendError::Full(event)) => match self.policy {
-                OverflowPolicy::Block => Err(event),
-                OverflowPolicy::DropNewest => {
+                OverflowPolicy::Block => Delivery::Full(event),
+                OverflowPolicy::DropOldest => {
                     self.lag.add();
-                    tracing::trace!(target: "websockex_nova", event = "dropped", "event stream full");
-                    Ok(true)
+                    if self.evictor.as_ref().is_some_and(inbox::evict_oldest) {
+                        let _ = self.tx.try_send(event);
+                    }
+                    Delivery::Dropped
+                }
+                OverflowPolicy::Disconnect => {
+                    self.lag.add();
+                    Delivery::Overflow
+                }
+                _ => {
+                    self.lag.add();
+                    Delivery::Dropped
                 }
             },
             Err(TrySendError::Closed(_)) => {
                 self.gone = true;
-                Ok(false)
+                Delivery::Delivered
             }
         }
+    }
+
+    /// Events queued now.
+    fn depth(&self) -> usize {
+        self.capacity.saturating_sub(self.tx.capacity())
+    }
+
+    /// A watermark crossing, if this is one: `Some((active, depth))`. Announced on the
+    /// stream itself when there is room (there is, below the capacity).
+    fn check_pressure(&mut self) -> Option<(bool, usize)> {
+        let depth = self.depth();
+        let (high, low) = self.watermarks;
+        let crossed = if !self.pressure && depth >= high {
+            true
+        } else if self.pressure && depth <= low {
+            false
+        } else {
+            return None;
+        };
+        self.pressure = crossed;
+        if !self.gone {
+            let _ = self.tx.try_send(Event::Backpressure {
+                active: crossed,
+                depth,
+            });
+        }
+        Some((crossed, depth))
     }
 }
 
@@ -255,7 +326,7 @@ struct Group {
 /// A user's subscribe call: its reply slot and the stream to hand over.
 type UserSubscribe = (
     oneshot::Sender<Result<SubscribeOk, Error>>,
-    mpsc::Receiver<SubscriptionEvent>,
+    inbox::Rx<SubscriptionEvent>,
     Lag,
 );
 
@@ -281,6 +352,8 @@ enum Inbound {
     Blocked(Event),
     /// A subscription's stream is full under `OverflowPolicy::Block`: wait for room.
     SubscriptionFull(mpsc::Sender<SubscriptionEvent>, SubscriptionEvent),
+    /// A stream is full under `OverflowPolicy::Disconnect`: replace the link.
+    Overflow(&'static str),
     /// An answer to the framework's own call.
     Internal(Waiter, Result<RawJson, ApiError>),
     /// A user request was answered: its in-flight slot is free, write what waits.
@@ -332,6 +405,8 @@ struct Actor {
     limiter_wake: Option<Instant>,
     /// Since when the head of the outbox waits for rate-limit credits.
     limited_since: Option<Instant>,
+    /// The keepalive configuration changed: the live link re-arms it.
+    keepalive_changed: bool,
     ready_since: Option<Instant>,
 }
 
@@ -346,7 +421,7 @@ impl Actor {
         rng: Option<Box<dyn RngCore + Send>>,
         close_wanted: Arc<Notify>,
         commands: mpsc::Receiver<Command>,
-        (events, lag): (mpsc::Sender<Event>, Lag),
+        (events, lag, evictor): EventParts,
         status: watch::Sender<Status>,
     ) -> Actor {
         let backoff = match rng {
@@ -357,10 +432,7 @@ impl Actor {
         let bucket = config
             .rate_limit
             .map(|rl| TokenBucket::new(rl.burst, rl.per_second, now));
-        let capacity = match config.offline {
-            OfflinePolicy::Queue { capacity } => capacity,
-            _ => config.command_capacity.max(1024),
-        };
+        let capacity = outbox_capacity(&config);
         let supports_requests = handlers
             .message
             .encode_request(0, "probe", "null")
@@ -379,6 +451,10 @@ impl Actor {
                 closing_wait: None,
                 close_wanted,
                 close_timeout: config.close_timeout,
+                evictor,
+                capacity: config.event_capacity,
+                watermarks: config.watermarks.counts(config.event_capacity),
+                pressure: false,
             },
             outbox: Outbox::new(
                 capacity,
@@ -387,7 +463,7 @@ impl Actor {
                 config.max_in_flight,
             ),
             pending: Pending::new(),
-            registry: Registry::new(config.overflow == OverflowPolicy::Block),
+            registry: Registry::new(config.overflow),
             groups: HashMap::new(),
             next_group: 1,
             phase: Phase::Ready,
@@ -396,6 +472,7 @@ impl Actor {
             refresh_at: None,
             limiter_wake: None,
             limited_since: None,
+            keepalive_changed: false,
             ready_since: None,
             config,
             connector,
@@ -552,6 +629,14 @@ impl Actor {
                 Accepted::Close(frame)
             }
             Command::Ping { reply } => Accepted::Ping(reply),
+            Command::Config { reply } => {
+                let _ = reply.send(self.config.clone());
+                Accepted::Done
+            }
+            Command::Reconfigure { update, reply } => {
+                let _ = reply.send(self.reconfigure(update, now));
+                Accepted::Done
+            }
             Command::Send { frame, reply } => {
                 let cost = self.cost(None, frame.len());
                 if let Err(e) = self.admit(cost, now) {
@@ -594,6 +679,60 @@ impl Actor {
                 Accepted::Done
             }
         }
+    }
+
+    /// Validates and applies a new configuration at once, all of it or nothing.
+    fn reconfigure(&mut self, update: ConfigUpdate, now: Instant) -> Result<Reconfigured, Error> {
+        let mut next = self.config.clone();
+        update(&mut next);
+        let changes = reconfigure::check(&self.config, &next)?;
+        if changes.is_empty() {
+            return Ok(changes);
+        }
+        let connector = if changes.on_connect.is_empty() {
+            None
+        } else {
+            Some(Arc::new(Connector::new(&next)?))
+        };
+        // Nothing below fails: the switch is atomic.
+        if let Some(connector) = connector {
+            self.connector = connector;
+        }
+        if changes.changed("rate_limit") {
+            let bucket = next.rate_limit.map(|rl| (rl.burst, rl.per_second));
+            let max_wait = next.rate_limit.and_then(|rl| rl.max_wait);
+            self.outbox.set_rate_limit(bucket, max_wait, now.into_std());
+        }
+        if changes.changed("reconnect") {
+            self.backoff.set_policy(next.reconnect.clone());
+        }
+        if changes.changed("max_in_flight") {
+            self.outbox.set_max_in_flight(next.max_in_flight);
+        }
+        if changes.changed("offline") {
+            self.outbox.set_capacity(outbox_capacity(&next));
+        }
+        if changes.changed("overflow") {
+            self.events.policy = next.overflow;
+            self.registry.set_policy(next.overflow);
+        }
+        if changes.changed("keepalive") {
+            self.keepalive_changed = true;
+        }
+        if changes.changed("watermarks") {
+            self.events.watermarks = next.watermarks.counts(self.events.capacity);
+        }
+        self.config = next;
+        let (at_once, on_connect) = (changes.now.join(","), changes.on_connect.join(","));
+        telemetry!(
+            self.log,
+            Connection,
+            INFO,
+            "reconfigured",
+            now = &at_once,
+            on_connect = &on_connect
+        );
+        Ok(changes)
     }
 
     fn cost(&mut self, method: Option<&str>, len: usize) -> u32 {
@@ -680,10 +819,12 @@ impl Actor {
             let _ = reply.send(Err(Error::config(format!("already subscribed to {c:?}"))));
             return;
         }
-        let (tx, rx) = mpsc::channel(self.config.subscription_capacity);
+        let evictable = self.config.overflow == OverflowPolicy::DropOldest;
+        let (tx, rx, evictor) = inbox::channel(self.config.subscription_capacity, evictable);
         let lagged = Lag::default();
         for c in &unique {
-            self.registry.insert(c.clone(), tx.clone(), lagged.clone());
+            self.registry
+                .insert(c.clone(), tx.clone(), lagged.clone(), evictor.clone());
         }
         self.queue_subscribe_calls(unique, Some((reply, rx, lagged)), now);
     }
@@ -946,6 +1087,9 @@ impl Actor {
                     if let Some(end) = self.on_command(link, pings, cmd).await {
                         return end;
                     }
+                    if std::mem::take(&mut self.keepalive_changed) {
+                        keepalive = Keepalive::new(self.config.keepalive, Instant::now().into_std());
+                    }
                     timer.as_mut().reset(self.next_wake(&keepalive));
                 }
                 () = &mut timer => {
@@ -1014,6 +1158,10 @@ impl Actor {
         };
         consider(self.pending.next_deadline().map(Instant::from_std));
         consider(self.limiter_wake);
+        if self.events.pressure {
+            // Notice the relief even if no more messages come.
+            consider(Some(Instant::now() + PRESSURE_CHECK));
+        }
         if self.ready() {
             consider(self.outbox.next_expiry().map(Instant::from_std));
             consider(self.refresh_at);
@@ -1029,6 +1177,7 @@ impl Actor {
         keepalive: &mut Keepalive,
     ) -> Option<LinkEnd> {
         let now = Instant::now();
+        self.watch_pressure();
         match keepalive.poll(now.into_std()) {
             KeepaliveAction::Dead => {
                 let timeout = keepalive.timeout().unwrap_or_default();
@@ -1252,6 +1401,10 @@ impl Actor {
                                 Inbound::Done
                             }
                             Route::Full(tx, event) => Inbound::SubscriptionFull(tx, event),
+                            Route::Overflow => {
+                                self.handlers.metrics.dropped(1);
+                                Inbound::Overflow("a subscription's stream")
+                            }
                             Route::Gone => Inbound::Abandoned,
                             Route::Unknown => self.deliver(Event::Message(frame)),
                         }
@@ -1308,9 +1461,13 @@ impl Actor {
     }
 
     fn deliver(&mut self, event: Event) -> Inbound {
-        match self.events.try_deliver(event) {
-            Ok(false) => Inbound::Done,
-            Ok(true) => {
+        let inbound = match self.events.try_deliver(event) {
+            Delivery::Delivered => Inbound::Done,
+            Delivery::Overflow => {
+                self.handlers.metrics.dropped(1);
+                Inbound::Overflow("the event stream")
+            }
+            Delivery::Dropped => {
                 self.handlers.metrics.dropped(1);
                 telemetry!(
                     self.log,
@@ -1322,7 +1479,24 @@ impl Actor {
                 );
                 Inbound::Done
             }
-            Err(event) => Inbound::Blocked(event),
+            Delivery::Full(event) => Inbound::Blocked(event),
+        };
+        self.watch_pressure();
+        inbound
+    }
+
+    /// Tells a watermark crossing of the event stream (a `tracing` event and the depth).
+    fn watch_pressure(&mut self) {
+        if let Some((active, depth)) = self.events.check_pressure() {
+            self.handlers.metrics.queue_depth(QueueKind::Inbound, depth);
+            telemetry!(
+                self.log,
+                Message,
+                INFO,
+                "backpressure",
+                active = active,
+                depth = depth
+            );
         }
     }
 
@@ -1372,6 +1546,12 @@ impl Actor {
                 Inbound::Blocked(event) => return self.deliver_blocking(link, pings, event).await,
                 Inbound::SubscriptionFull(tx, event) => {
                     return self.subscription_blocking(link, pings, tx, event).await
+                }
+                Inbound::Overflow(stream) => {
+                    return Some(LinkEnd::Lost(
+                        Error::new(ErrorKind::SlowConsumer)
+                            .with_context(format!("{stream} is full")),
+                    ));
                 }
                 Inbound::ServerClose(close) => {
                     let (code, reason) = match close {
@@ -1623,6 +1803,7 @@ impl Actor {
         event: Event,
     ) -> Option<LinkEnd> {
         let tx = self.events.tx.clone();
+        let give_up = self.block_deadline();
         loop {
             tokio::select! {
                 biased;
@@ -1639,8 +1820,31 @@ impl Actor {
                         return Some(end);
                     }
                 }
+                () = tokio::time::sleep_until(give_up) => {
+                    // The message that waited is counted and announced as dropped.
+                    self.events.lag.add();
+                    self.handlers.metrics.dropped(1);
+                    return Some(self.slow_consumer("the event stream"));
+                }
             }
         }
+    }
+
+    /// When a wait for a blocked consumer gives up (`max_block`; far away if unset).
+    fn block_deadline(&self) -> Instant {
+        let wait = self
+            .config
+            .max_block
+            .unwrap_or(Duration::from_secs(86_400 * 365));
+        Instant::now() + wait
+    }
+
+    fn slow_consumer(&mut self, stream: &str) -> LinkEnd {
+        let waited = self.config.max_block.unwrap_or_default();
+        LinkEnd::Lost(
+            Error::new(ErrorKind::SlowConsumer)
+                .with_context(format!("{stream} stayed full for {waited:?} (max_block)")),
+        )
     }
 
     /// A subscription's stream is full and the policy is to wait: as
@@ -1652,6 +1856,7 @@ impl Actor {
         tx: mpsc::Sender<SubscriptionEvent>,
         event: SubscriptionEvent,
     ) -> Option<LinkEnd> {
+        let give_up = self.block_deadline();
         loop {
             tokio::select! {
                 biased;
@@ -1674,6 +1879,13 @@ impl Actor {
                     if let Some(end) = self.on_command(link, pings, cmd).await {
                         return Some(end);
                     }
+                }
+                () = tokio::time::sleep_until(give_up) => {
+                    if let Some(lagged) = self.registry.lag_of(&tx) {
+                        lagged.add();
+                    }
+                    self.handlers.metrics.dropped(1);
+                    return Some(self.slow_consumer("a subscription's stream"));
                 }
             }
         }
@@ -1849,6 +2061,8 @@ impl Actor {
                 Command::Unsubscribe { reply, .. } => drop(reply.send(Ok(()))),
                 Command::Ping { reply } => drop(reply.send(Err(Error::closed()))),
                 Command::Close { reply, .. } => drop(reply.send(())),
+                Command::Reconfigure { reply, .. } => drop(reply.send(Err(Error::closed()))),
+                Command::Config { reply } => drop(reply.send(self.config.clone())),
             }
         }
         result
@@ -1937,6 +2151,14 @@ fn fail_waiter(waiter: Waiter, err: Error, actor: &mut Actor) {
     fail_job(job, err, &mut actor.groups, &mut actor.registry);
 }
 
+/// The bound of the outbox's user queue.
+fn outbox_capacity(config: &ClientConfig) -> usize {
+    match config.offline {
+        OfflinePolicy::Queue { capacity } => capacity,
+        _ => config.command_capacity.max(1024),
+    }
+}
+
 fn message_kind(frame: &Frame) -> MessageKind {
     match frame {
         Frame::Binary(_) => MessageKind::Binary,
@@ -1983,7 +2205,7 @@ mod tests {
             None,
             Arc::new(Notify::new()),
             commands,
-            (events, Lag::default()),
+            (events, Lag::default(), None),
             status,
         );
         let link = connector

@@ -109,6 +109,35 @@ impl Client {
         rx.await.map_err(|_| Error::closed())?
     }
 
+    /// Hands one frame to the connection without waiting for room: fails at once with
+    /// [`ErrorKind::QueueFull`] when the command channel
+    /// ([`ClientConfig::command_capacity`]) or the outbound queue is full, where
+    /// [`send`](Self::send) waits for the command channel. The returned future resolves
+    /// once the frame is written, as `send`'s does; drop it to fire and forget.
+    ///
+    /// The outbound path is bounded end to end: the command channel, the outbound queue
+    /// (the offline queue's capacity) and one frame at a time in the socket's write buffer,
+    /// each write within [`ClientConfig::write_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::QueueFull`] at once when there is no room; then as [`send`](Self::send).
+    pub fn try_send(
+        &self,
+        frame: impl Into<Frame>,
+    ) -> Result<impl std::future::Future<Output = Result<(), Error>> + Send + 'static, Error> {
+        use tokio::sync::mpsc::error::TrySendError;
+        let frame = frame.into();
+        frame.validate_outgoing()?;
+        let (reply, rx) = oneshot::channel();
+        match self.commands.try_send(Command::Send { frame, reply }) {
+            Ok(()) => Ok(async move { rx.await.map_err(|_| Error::closed())? }),
+            Err(TrySendError::Full(_)) => Err(Error::new(ErrorKind::QueueFull)
+                .with_context("command channel full (try_send does not wait)")),
+            Err(TrySendError::Closed(_)) => Err(Error::closed()),
+        }
+    }
+
     /// Sends a text frame. See [`send`](Self::send).
     ///
     /// # Errors
@@ -281,6 +310,40 @@ impl Client {
         self.command(Command::Unsubscribe { channels, reply })
             .await?;
         rx.await.map_err(|_| Error::closed())?
+    }
+
+    /// Changes the live configuration: `update` runs on the connection's task against the
+    /// configuration in force; the result is validated and applied atomically (all of it or
+    /// nothing), without dropping the link. Which fields apply at once and which on the next
+    /// connect: [`reconfigure`](crate::reconfigure).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`] if the new configuration does not validate or changes a field
+    /// fixed for the connection's lifetime (the old configuration stays);
+    /// [`ErrorKind::Closed`] once closed.
+    pub async fn reconfigure(
+        &self,
+        update: impl FnOnce(&mut ClientConfig) + Send + 'static,
+    ) -> Result<crate::Reconfigured, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Reconfigure {
+            update: Box::new(update),
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| Error::closed())?
+    }
+
+    /// The configuration in force (with every live change applied), e.g. to save it.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] once closed.
+    pub async fn config(&self) -> Result<ClientConfig, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Config { reply }).await?;
+        rx.await.map_err(|_| Error::closed())
     }
 
     /// Sends a WebSocket ping and resolves with the round-trip time when its pong arrives.
@@ -516,6 +579,20 @@ impl ClientBuilder {
         self
     }
 
+    /// Under [`OverflowPolicy::Block`](crate::OverflowPolicy::Block), the longest wait for a
+    /// consumer before the link is replaced with `SlowConsumer` (see
+    /// [`ClientConfig::max_block`]).
+    pub fn max_block(mut self, max: Option<Duration>) -> Self {
+        self.config.max_block = max;
+        self
+    }
+
+    /// When the event stream reports pressure (see [`Watermarks`](crate::Watermarks)).
+    pub fn watermarks(mut self, watermarks: crate::Watermarks) -> Self {
+        self.config.watermarks = watermarks;
+        self
+    }
+
     /// Event stream capacity.
     pub fn event_capacity(mut self, capacity: usize) -> Self {
         self.config.event_capacity = capacity;
@@ -640,6 +717,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Edits the configuration in place (e.g. applying a
+    /// [`ConfigFile`](crate::config_file::ConfigFile)); validated by `build`.
+    pub fn configure(mut self, edit: impl FnOnce(&mut ClientConfig)) -> Self {
+        edit(&mut self.config);
+        self
+    }
+
     /// The configuration as it stands.
     pub fn config(&self) -> &ClientConfig {
         &self.config
@@ -657,7 +741,9 @@ impl ClientBuilder {
         }
         self.config.validate()?;
         let (cmd_tx, cmd_rx) = mpsc::channel(self.config.command_capacity);
-        let (event_tx, event_rx) = mpsc::channel(self.config.event_capacity);
+        let evictable = self.config.overflow == crate::config::OverflowPolicy::DropOldest;
+        let (event_tx, event_rx, evictor) =
+            crate::inbox::channel(self.config.event_capacity, evictable);
         let lag = actor::Lag::default();
         let initial = Status {
             state: State::Connecting,
@@ -673,7 +759,7 @@ impl ClientBuilder {
             self.rng,
             Arc::clone(&close_wanted),
             cmd_rx,
-            (event_tx, lag.clone()),
+            (event_tx, lag.clone(), evictor),
             status_tx,
         )?;
         Ok((

@@ -45,6 +45,49 @@ pub enum OverflowPolicy {
     /// [`SubscriptionEvent::Lagged`](crate::SubscriptionEvent::Lagged)) as soon as there is
     /// room. Lifecycle events are never dropped.
     DropNewest,
+    /// Drop the oldest message waiting in the stream to make room for the newest (the
+    /// latest data wins), count it and announce the count as with `DropNewest`. Lifecycle
+    /// events are never dropped. Choose it when building the client: its streams are made
+    /// for eviction (the reader takes an uncontended lock per item), so a live change into or
+    /// out of it is refused.
+    DropOldest,
+    /// Replace the link (error [`SlowConsumer`](crate::ErrorKind::SlowConsumer)): the
+    /// message that did not fit is counted and announced as dropped, what is queued is still
+    /// delivered, and the connection reconnects and restores its subscriptions (which tell
+    /// their readers [`Resubscribed`](crate::SubscriptionEvent::Resubscribed): a gap). What
+    /// the server had sent but the socket had not yet read goes with the old link.
+    Disconnect,
+}
+
+/// When the event stream is said to be under pressure: [`Event::Backpressure`] with
+/// `active: true` when its depth reaches `high` (a fraction of its capacity), `active:
+/// false` when it is back to `low` or below. Defaults: 0.75 and 0.25.
+///
+/// [`Event::Backpressure`]: crate::Event::Backpressure
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Watermarks {
+    /// Fraction of the capacity (0 < low < high ≤ 1).
+    pub high: f64,
+    /// Fraction of the capacity.
+    pub low: f64,
+}
+
+impl Default for Watermarks {
+    fn default() -> Self {
+        Watermarks {
+            high: 0.75,
+            low: 0.25,
+        }
+    }
+}
+
+impl Watermarks {
+    /// (high, low) as item counts of a stream of `capacity`: high ≥ 1, low < high.
+    pub(crate) fn counts(&self, capacity: usize) -> (usize, usize) {
+        let high = ((capacity as f64 * self.high).ceil() as usize).clamp(1, capacity.max(1));
+        let low = ((capacity as f64 * self.low).floor() as usize).min(high - 1);
+        (high, low)
+    }
 }
 
 /// Which certificate authorities TLS trusts.
@@ -125,6 +168,14 @@ pub struct ClientConfig {
     pub offline: OfflinePolicy,
     /// A full event stream.
     pub overflow: OverflowPolicy,
+    /// When the event stream reports pressure ([`Watermarks`]).
+    pub watermarks: Watermarks,
+    /// Under [`OverflowPolicy::Block`], the longest the connection waits for a consumer
+    /// before it replaces the link with [`SlowConsumer`](crate::ErrorKind::SlowConsumer)
+    /// (`None`: wait for ever). While blocked it reads nothing, so venue heartbeats go
+    /// unanswered: set this below the venue's heartbeat timeout and a slow consumer costs a
+    /// reconnect instead of a heartbeat close. Default `None`.
+    pub max_block: Option<Duration>,
     /// Supervision after panics.
     pub restart: RestartLimit,
     /// Default time a request waits for its response. Default 30 s: long enough for a
@@ -163,6 +214,8 @@ impl std::fmt::Debug for ClientConfig {
             .field("event_capacity", &self.event_capacity)
             .field("offline", &self.offline)
             .field("overflow", &self.overflow)
+            .field("watermarks", &self.watermarks)
+            .field("max_block", &self.max_block)
             .field("restart", &self.restart)
             .field("request_timeout", &self.request_timeout)
             .field("max_in_flight", &self.max_in_flight)
@@ -192,6 +245,8 @@ impl ClientConfig {
             event_capacity: 1024,
             offline: OfflinePolicy::default(),
             overflow: OverflowPolicy::default(),
+            watermarks: Watermarks::default(),
+            max_block: None,
             restart: RestartLimit::default(),
             request_timeout: Duration::from_secs(30),
             max_in_flight: 256,
@@ -243,6 +298,16 @@ impl ClientConfig {
             return Err(Error::config(
                 "offline queue capacity must be > 0 (or use Reject)",
             ));
+        }
+        let w = self.watermarks;
+        if !(w.low >= 0.0 && w.low < w.high && w.high <= 1.0) {
+            return Err(Error::config(format!(
+                "watermarks must satisfy 0 <= low < high <= 1 (low {}, high {})",
+                w.low, w.high
+            )));
+        }
+        if self.max_block.is_some_and(|d| d.is_zero()) {
+            return Err(Error::config("max_block must be > 0 (or None)"));
         }
         if self.restart.window.is_zero() {
             return Err(Error::config("restart window must be > 0"));

@@ -113,6 +113,11 @@ pub enum ErrorKind {
     /// This connection's message handler cannot encode requests (configure a JSON-RPC
     /// handler, e.g. with `ClientBuilder::json_rpc`).
     Unsupported,
+    /// The consumer did not keep up: a full stream under
+    /// [`OverflowPolicy::Disconnect`](crate::OverflowPolicy::Disconnect), or one blocked
+    /// longer than [`ClientConfig::max_block`](crate::ClientConfig::max_block). The link is
+    /// replaced (transient).
+    SlowConsumer,
 }
 
 impl ErrorKind {
@@ -145,6 +150,7 @@ impl ErrorKind {
             ErrorKind::RateLimited => "RateLimited",
             ErrorKind::SubscriptionRefused { .. } => "SubscriptionRefused",
             ErrorKind::Unsupported => "Unsupported",
+            ErrorKind::SlowConsumer => "SlowConsumer",
         }
     }
 }
@@ -325,6 +331,7 @@ impl Error {
             | ErrorKind::NotReady
             | ErrorKind::HandlerPanicked
             | ErrorKind::RateLimited
+            | ErrorKind::SlowConsumer
             | ErrorKind::AuthUnavailable => true,
             ErrorKind::UpgradeRejected { status } => {
                 *status >= 500 || *status == 429 || *status == 408
@@ -413,6 +420,7 @@ impl fmt::Display for Error {
             ErrorKind::Unsupported => {
                 f.write_str("this connection's message handler cannot encode requests")?
             }
+            ErrorKind::SlowConsumer => f.write_str("the consumer did not keep up")?,
         }
         if let Some(context) = &self.context {
             write!(f, ": {context}")?;

@@ -11,8 +11,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 use crate::error::Error;
 use crate::frame::{CloseCode, Frame};
 use crate::lifecycle::State;
@@ -88,6 +86,15 @@ pub enum Event {
         /// How many.
         dropped: u64,
     },
+    /// The event stream crossed a watermark ([`Watermarks`](crate::Watermarks)): `active`
+    /// when it filled to the high one (the overflow policy is about to act), not `active`
+    /// when it drained to the low one.
+    Backpressure {
+        /// Under pressure (true) or relieved (false).
+        active: bool,
+        /// Events queued when it was noticed.
+        depth: usize,
+    },
     /// A non-fatal error the error handler chose to ignore.
     Error(Error),
     /// The connection actor panicked (a handler bug) and was restarted.
@@ -114,6 +121,7 @@ impl Event {
             Event::Reconnecting { .. } => "reconnecting",
             Event::Message(_) => "message",
             Event::Lagged { .. } => "lagged",
+            Event::Backpressure { .. } => "backpressure",
             Event::UnmatchedResponse { .. } => "unmatched_response",
             Event::Authenticated { .. } => "authenticated",
             Event::Resubscribed { .. } => "resubscribed",
@@ -128,7 +136,7 @@ impl Event {
 /// The bounded stream of [`Event`]s of one connection. Ends after [`Event::Closed`].
 #[derive(Debug)]
 pub struct Events {
-    pub(crate) rx: mpsc::Receiver<Event>,
+    pub(crate) rx: crate::inbox::Rx<Event>,
     pub(crate) lag: crate::subscription::Lag,
 }
 
@@ -145,8 +153,8 @@ impl Events {
     /// An event if one is waiting, without waiting.
     pub fn try_next(&mut self) -> Option<Event> {
         match self.rx.try_recv() {
-            Ok(event) => Some(event),
-            Err(_) => match self.lag.take() {
+            Some(event) => Some(event),
+            None => match self.lag.take() {
                 0 => None,
                 dropped => Some(Event::Lagged { dropped }),
             },

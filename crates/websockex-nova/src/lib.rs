@@ -43,8 +43,13 @@
 //!
 //! * `native-roots`: trust the operating system's root certificates
 //!   ([`RootCertificates::Native`]). Default: none (webpki roots compiled in).
+//! * `config-file`: [`config_file`]: TOML configuration files, saved and hot-reloaded
+//!   into live connections ([`Client::reconfigure`] works without it).
 //! * `metrics`: `FacadeMetricsCollector`, which records into the `metrics` facade so any
 //!   exporter (Prometheus, StatsD, …) works.
+//! * `msgpack`: `codec::MsgPackCodec`, MessagePack frames (with `rmp-serde`).
+//! * `cbor`: `codec::CborCodec`, CBOR frames (with `ciborium`).
+//! * `protobuf`: `codec::ProtobufCodec`, Protocol Buffers frames of one `prost` message type.
 //!
 //! ## Observability
 //!
@@ -58,10 +63,14 @@
 mod actor;
 pub mod behaviour;
 mod client;
+pub mod codec;
 mod config;
+#[cfg(feature = "config-file")]
+pub mod config_file;
 mod error;
 pub mod event;
 mod frame;
+mod inbox;
 pub mod json;
 pub mod jsonrpc;
 pub mod keepalive;
@@ -70,6 +79,7 @@ pub mod logging;
 pub mod metrics;
 mod outbox;
 pub mod ratelimit;
+pub mod reconfigure;
 pub mod reconnect;
 mod rpc;
 pub mod subscription;
@@ -82,6 +92,7 @@ pub use behaviour::{
 pub use client::{Client, ClientBuilder, Connection, Status};
 pub use config::{
     ClientConfig, OfflinePolicy, OverflowPolicy, RestartLimit, RootCertificates, TlsConfig,
+    Watermarks,
 };
 pub use error::{Error, ErrorKind, TimeoutKind};
 pub use event::{Event, Events};
@@ -90,5 +101,6 @@ pub use json::{ApiError, RawJson, Secret};
 pub use keepalive::KeepaliveConfig;
 pub use lifecycle::State;
 pub use ratelimit::{OnLimit, RateLimit, RateLimitHandler};
+pub use reconfigure::Reconfigured;
 pub use reconnect::{Jitter, ReconnectPolicy};
 pub use subscription::{Subscription, SubscriptionEvent};

@@ -40,6 +40,9 @@
 //! | `dead_peer` | connection | WARN | `timeout_ms` |
 //! | `close_handshake` | connection | DEBUG | `clean` |
 //! | `closed` | connection | INFO / WARN | `error` (when it ended in one) |
+//! | `reconfigured` | connection | INFO | `now`, `on_connect` (the changed fields, comma-separated) |
+//! | `config_reloaded` | connection | INFO | `now`, `on_connect` (from a `ConfigWatcher`, outside the span) |
+//! | `config_refused` | connection | WARN | `error` (from a `ConfigWatcher`; the old configuration stays) |
 //! | `restarted` | connection | ERROR | `restarts`, `cause` |
 //! | `restart_limit` | connection | ERROR | `restarts`, `cause` |
 //! | `illegal_transition` | connection | ERROR | `error` |
@@ -61,6 +64,7 @@
 //! | `message_received` | message | TRACE | `len`, `kind` |
 //! | `message_sent` | message | TRACE | `len`, `kind` |
 //! | `dropped` | message | DEBUG | `count`, `stream` |
+//! | `backpressure` | message | INFO | `active`, `depth` (the event stream crossed a watermark) |
 //!
 //! `category` on errors is [`ErrorKind::name`](crate::ErrorKind::name).
 
@@ -747,7 +751,11 @@ mod tests {
 
     #[test]
     fn every_emitted_event_is_in_the_table_and_every_row_is_emitted() {
-        let sources = [include_str!("actor.rs"), include_str!("logging.rs")];
+        let sources = [
+            include_str!("actor.rs"),
+            include_str!("logging.rs"),
+            include_str!("config_file.rs"),
+        ];
         let mut emitted = std::collections::BTreeSet::new();
         for src in sources {
             for part in src.split("telemetry!(").skip(1) {

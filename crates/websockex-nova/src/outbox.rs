@@ -60,6 +60,30 @@ impl<T> Outbox<T> {
         }
     }
 
+    /// A new credit budget: credits left carry over, capped at the new burst.
+    pub(crate) fn set_rate_limit(
+        &mut self,
+        limit: Option<(u32, f64)>,
+        max_wait: Option<Duration>,
+        now: Instant,
+    ) {
+        self.bucket = limit.map(|(burst, per_second)| match self.bucket.take() {
+            Some(old) => old.resized(burst, per_second, now),
+            None => TokenBucket::new(burst, per_second, now),
+        });
+        self.max_wait = max_wait;
+    }
+
+    pub(crate) fn set_max_in_flight(&mut self, max: usize) {
+        self.max_in_flight = max;
+    }
+
+    /// A new bound for the user queue; what is queued beyond it stays (nothing is dropped)
+    /// and further pushes wait for room.
+    pub(crate) fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity;
+    }
+
     /// Queues user traffic; `Err` hands it back when the queue is full.
     pub(crate) fn push_user(&mut self, q: Queued<T>) -> Result<(), Queued<T>> {
         if self.user.len() >= self.capacity {

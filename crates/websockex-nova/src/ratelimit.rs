@@ -165,6 +165,18 @@ impl TokenBucket {
         }
     }
 
+    /// The same bucket with a new capacity and rate: the credits it holds now carry over,
+    /// capped at the new capacity.
+    pub fn resized(mut self, capacity: u32, per_second: f64, now: Instant) -> TokenBucket {
+        self.refill(now);
+        TokenBucket {
+            capacity: f64::from(capacity),
+            tokens: self.tokens.min(f64::from(capacity)),
+            per_second,
+            last: self.last,
+        }
+    }
+
     fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.per_second).min(self.capacity);

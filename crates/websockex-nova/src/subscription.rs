@@ -9,6 +9,8 @@ use std::task::{Context, Poll};
 
 use tokio::sync::mpsc;
 
+use crate::config::OverflowPolicy;
+
 use crate::client::Client;
 use crate::error::Error;
 use crate::json::{RawJson, TextSlice};
@@ -39,7 +41,7 @@ pub enum SubscriptionEvent {
 /// Dropping it unsubscribes (lazily: when the next notification for it arrives).
 #[derive(Debug)]
 pub struct Subscription {
-    pub(crate) rx: mpsc::Receiver<SubscriptionEvent>,
+    pub(crate) rx: crate::inbox::Rx<SubscriptionEvent>,
     pub(crate) lagged: Lag,
     pub(crate) channels: Vec<String>,
     pub(crate) refused: Vec<String>,
@@ -122,6 +124,8 @@ pub(crate) struct Entry {
     pub(crate) confirmed: bool,
     /// Drops for lack of room, shared with the stream's reader.
     pub(crate) lagged: Lag,
+    /// Under `DropOldest`: the stream's head, for evicting.
+    pub(crate) evictor: Option<crate::inbox::Evictor<SubscriptionEvent>>,
 }
 
 /// Where a notification went.
@@ -132,6 +136,8 @@ pub(crate) enum Route {
     Dropped,
     /// The stream is full and the policy is to wait: the caller waits for room.
     Full(mpsc::Sender<SubscriptionEvent>, SubscriptionEvent),
+    /// The stream is full and the policy is to replace the link (the message is counted).
+    Overflow,
     /// The user dropped the subscription: unsubscribe.
     Gone,
     /// Nobody subscribed to this channel.
@@ -139,19 +145,23 @@ pub(crate) enum Route {
 }
 
 /// The desired channels and their streams.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Registry {
     entries: HashMap<String, Entry>,
-    /// Wait for room (TCP backpressure) instead of dropping.
-    block: bool,
+    /// What a full stream does (follows live changes of the overflow policy).
+    policy: OverflowPolicy,
 }
 
 impl Registry {
-    pub(crate) fn new(block: bool) -> Self {
+    pub(crate) fn new(policy: OverflowPolicy) -> Self {
         Registry {
             entries: HashMap::new(),
-            block,
+            policy,
         }
+    }
+
+    pub(crate) fn set_policy(&mut self, policy: OverflowPolicy) {
+        self.policy = policy;
     }
 
     pub(crate) fn contains(&self, channel: &str) -> bool {
@@ -163,6 +173,7 @@ impl Registry {
         channel: String,
         tx: mpsc::Sender<SubscriptionEvent>,
         lagged: Lag,
+        evictor: Option<crate::inbox::Evictor<SubscriptionEvent>>,
     ) {
         self.entries.insert(
             channel,
@@ -170,6 +181,7 @@ impl Registry {
                 tx,
                 confirmed: false,
                 lagged,
+                evictor,
             },
         );
     }
@@ -221,13 +233,39 @@ impl Registry {
             .try_send(SubscriptionEvent::Notification { channel, data })
         {
             Ok(()) => Route::Delivered,
-            Err(TrySendError::Full(event)) if self.block => Route::Full(entry.tx.clone(), event),
-            Err(TrySendError::Full(_)) => {
-                entry.lagged.add();
-                Route::Dropped
-            }
+            Err(TrySendError::Full(event)) => match self.policy {
+                OverflowPolicy::Block => Route::Full(entry.tx.clone(), event),
+                OverflowPolicy::DropOldest => {
+                    entry.lagged.add();
+                    let evicted = entry
+                        .evictor
+                        .as_ref()
+                        .is_some_and(crate::inbox::evict_oldest);
+                    // Room made: the newest goes in (else it is the one dropped).
+                    if evicted {
+                        let _ = entry.tx.try_send(event);
+                    }
+                    Route::Dropped
+                }
+                OverflowPolicy::Disconnect => {
+                    entry.lagged.add();
+                    Route::Overflow
+                }
+                _ => {
+                    entry.lagged.add();
+                    Route::Dropped
+                }
+            },
             Err(TrySendError::Closed(_)) => Route::Gone,
         }
+    }
+
+    /// The drop counter of the stream `tx` feeds.
+    pub(crate) fn lag_of(&self, tx: &mpsc::Sender<SubscriptionEvent>) -> Option<Lag> {
+        self.entries
+            .values()
+            .find(|e| e.tx.same_channel(tx))
+            .map(|e| e.lagged.clone())
     }
 
     /// Channels whose stream was dropped by the user.

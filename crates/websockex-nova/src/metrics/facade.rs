@@ -21,7 +21,7 @@
 //! | `websockex_nova_request_duration_seconds` | histogram | |
 //! | `websockex_nova_errors_total` | counter | `category` ([`ErrorKind::name`](crate::ErrorKind::name)) |
 //! | `websockex_nova_dropped_total` | counter | |
-//! | `websockex_nova_queue_depth` | gauge | `queue` = outbound / in_flight |
+//! | `websockex_nova_queue_depth` | gauge | `queue` = outbound / in_flight / inbound |
 //! | `websockex_nova_rate_limit_waits_total` | counter | |
 //! | `websockex_nova_rate_limit_wait_seconds` | histogram | |
 
@@ -62,6 +62,7 @@ pub struct FacadeMetricsCollector {
     dropped: Counter,
     outbound_depth: Gauge,
     in_flight: Gauge,
+    inbound_depth: Gauge,
     waits: Counter,
     wait_time: Histogram,
 }
@@ -99,6 +100,7 @@ impl FacadeMetricsCollector {
             dropped: counter!("websockex_nova_dropped_total", labels.clone()),
             outbound_depth: gauge!("websockex_nova_queue_depth", with("queue", "outbound")),
             in_flight: gauge!("websockex_nova_queue_depth", with("queue", "in_flight")),
+            inbound_depth: gauge!("websockex_nova_queue_depth", with("queue", "inbound")),
             waits: counter!("websockex_nova_rate_limit_waits_total", labels.clone()),
             wait_time: histogram!("websockex_nova_rate_limit_wait_seconds", labels.clone()),
             labels,
@@ -166,6 +168,7 @@ impl MetricsCollector for FacadeMetricsCollector {
         match queue {
             QueueKind::Outbound => self.outbound_depth.set(depth as f64),
             QueueKind::InFlight => self.in_flight.set(depth as f64),
+            QueueKind::Inbound => self.inbound_depth.set(depth as f64),
         }
     }
 

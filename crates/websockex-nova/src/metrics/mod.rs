@@ -44,6 +44,8 @@ pub enum QueueKind {
     Outbound,
     /// Requests written and not yet answered.
     InFlight,
+    /// Events waiting for the user, reported when a watermark is crossed.
+    Inbound,
 }
 
 /// Connection-level happenings.
@@ -162,6 +164,7 @@ struct Counters {
     bytes_out: AtomicU64,
     outbound_depth: AtomicU64,
     in_flight: AtomicU64,
+    inbound_depth: AtomicU64,
     rate_limit_waits: AtomicU64,
     rate_limit_wait_us: AtomicU64,
     requests: AtomicU64,
@@ -225,6 +228,8 @@ pub struct MetricsSnapshot {
     pub outbound_depth: u64,
     /// Requests in flight, as last reported.
     pub in_flight: u64,
+    /// Events waiting for the user, as of the last watermark crossing.
+    pub inbound_depth: u64,
     /// Waits for rate-limit credits.
     pub rate_limit_waits: u64,
     /// Total time spent waiting for rate-limit credits.
@@ -280,6 +285,7 @@ impl DefaultMetricsCollector {
             dropped: get(&c.dropped),
             outbound_depth: get(&c.outbound_depth),
             in_flight: get(&c.in_flight),
+            inbound_depth: get(&c.inbound_depth),
             rate_limit_waits: get(&c.rate_limit_waits),
             rate_limit_wait_time: Duration::from_micros(get(&c.rate_limit_wait_us)),
         }
@@ -359,6 +365,7 @@ impl MetricsCollector for DefaultMetricsCollector {
         let gauge = match queue {
             QueueKind::Outbound => &self.counters.outbound_depth,
             QueueKind::InFlight => &self.counters.in_flight,
+            QueueKind::Inbound => &self.counters.inbound_depth,
         };
         gauge.store(depth as u64, Ordering::Relaxed);
     }
