@@ -653,7 +653,7 @@ impl Actor {
                 reply,
             } => {
                 if !self.supports_requests {
-                    let _ = reply.send(Err(Error::new(ErrorKind::Unsupported)));
+                    let _ = reply.send(Err(Error::new(ErrorKind::Unsupported).with_context("the message handler cannot encode requests (configure one, e.g. ClientBuilder::json_rpc)")));
                     return Accepted::Done;
                 }
                 let cost = self.cost(Some(&method), params.len());
@@ -1329,7 +1329,12 @@ impl Actor {
             } => {
                 let id = self.pending.allocate();
                 let Some(frame) = self.handlers.message.encode_request(id, &method, &params) else {
-                    fail_waiter(waiter, Error::new(ErrorKind::Unsupported), self);
+                    fail_waiter(
+                        waiter,
+                        Error::new(ErrorKind::Unsupported)
+                            .with_context("the message handler cannot encode this request"),
+                        self,
+                    );
                     return Ok(());
                 };
                 telemetry!(
@@ -1384,6 +1389,14 @@ impl Actor {
                 self.handlers
                     .metrics
                     .message_in(message_kind(&frame), frame.len());
+                let frame = match &self.handlers.codec {
+                    None => frame,
+                    Some(codec) => match codec.decode(&frame) {
+                        Ok(None) => frame,
+                        Ok(Some(decoded)) => decoded,
+                        Err(e) => return self.undecodable(e),
+                    },
+                };
                 match self.handlers.message.classify(&frame) {
                     Classified::Notification { channel, data } => {
                         match self.registry.route(channel, data) {
@@ -1458,6 +1471,20 @@ impl Actor {
             Frame::Ping(_) => Inbound::Done,
             Frame::Close(close) => Inbound::ServerClose(close),
         }
+    }
+
+    /// A frame the codec could not decode: counted and reported; the link stays up.
+    fn undecodable(&mut self, error: Error) -> Inbound {
+        self.handlers.metrics.error(error.kind().name());
+        telemetry!(
+            self.log,
+            Error,
+            WARN,
+            "decode_failed",
+            category = error.kind().name(),
+            error = LogValue::display(&error)
+        );
+        self.deliver(Event::Error(error))
     }
 
     fn deliver(&mut self, event: Event) -> Inbound {

@@ -328,6 +328,9 @@ pub struct Handlers {
     pub metrics: Box<dyn crate::metrics::MetricsCollector>,
     /// Logging (`None`: only the `tracing` events).
     pub logging: Option<Box<dyn crate::logging::LoggingHandler>>,
+    /// Wire format (`None`: frames reach the message handler as received, values go out
+    /// as JSON text). Shared with the handles, which encode on the caller's task.
+    pub codec: Option<std::sync::Arc<dyn crate::codec::CodecHandler>>,
 }
 
 impl Default for Handlers {
@@ -340,6 +343,7 @@ impl Default for Handlers {
             auth: None,
             metrics: Box::new(()),
             logging: None,
+            codec: None,
         }
     }
 }

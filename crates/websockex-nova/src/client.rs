@@ -62,11 +62,12 @@ pub struct Status {
 /// client.close().await
 /// # }
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Client {
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<Status>,
     closer: Arc<Closer>,
+    codec: Option<Arc<dyn crate::codec::CodecHandler>>,
 }
 
 /// Shared by all clones of one handle. Signals "close wanted" to the actor even while it is
@@ -78,6 +79,15 @@ struct Closer(Arc<Notify>);
 impl Drop for Closer {
     fn drop(&mut self) {
         self.0.notify_one();
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("status", &*self.status.borrow())
+            .field("codec", &self.codec.as_ref().map(|c| c.name()))
+            .finish_non_exhaustive()
     }
 }
 
@@ -162,6 +172,28 @@ impl Client {
     /// As [`send`](Self::send).
     pub async fn send_binary(&self, data: impl Into<Bytes>) -> Result<(), Error> {
         self.send(Frame::binary(data)).await
+    }
+
+    /// Encodes `value` with the connection's codec (JSON text without one) on the caller's
+    /// task and sends the frame. See [`send`](Self::send).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Encode`] / [`ErrorKind::Unsupported`] from the codec, else as
+    /// [`send`](Self::send).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`send`](Self::send).
+    pub async fn send_value<T: Serialize>(&self, value: &T) -> Result<(), Error> {
+        let frame = match &self.codec {
+            Some(codec) => codec.encode(value)?,
+            None => Frame::text(
+                serde_json::to_string(value)
+                    .map_err(|e| Error::new(ErrorKind::Encode).with_source(e))?,
+            ),
+        };
+        self.send(frame).await
     }
 
     /// Serializes `value` to JSON and sends it as a text frame. See [`send`](Self::send).
@@ -661,6 +693,15 @@ impl ClientBuilder {
         self
     }
 
+    /// The wire format (see [`codec`](crate::codec)): received frames are decoded before
+    /// the message handler sees them (a frame that does not decode is counted, reported as
+    /// an [`Event::Error`](crate::Event::Error) of kind [`ErrorKind::Decode`], and the link
+    /// stays up), and [`Client::send_value`] encodes with it.
+    pub fn codec(mut self, codec: impl crate::codec::CodecHandler) -> Self {
+        self.handlers.codec = Some(Arc::new(codec));
+        self
+    }
+
     /// Logs what happens through `handler` (e.g. a
     /// [`DefaultLoggingHandler`](crate::logging::DefaultLoggingHandler)), besides the
     /// `tracing` events.
@@ -718,7 +759,7 @@ impl ClientBuilder {
     }
 
     /// Edits the configuration in place (e.g. applying a
-    /// [`ConfigFile`](crate::config_file::ConfigFile)); validated by `build`.
+    /// `config_file::ConfigFile`, feature `config-file`); validated by `build`.
     pub fn configure(mut self, edit: impl FnOnce(&mut ClientConfig)) -> Self {
         edit(&mut self.config);
         self
@@ -740,6 +781,7 @@ impl ClientBuilder {
             return Err(e);
         }
         self.config.validate()?;
+        let codec = self.handlers.codec.clone();
         let (cmd_tx, cmd_rx) = mpsc::channel(self.config.command_capacity);
         let evictable = self.config.overflow == crate::config::OverflowPolicy::DropOldest;
         let (event_tx, event_rx, evictor) =
@@ -767,6 +809,7 @@ impl ClientBuilder {
                 commands: cmd_tx,
                 status: status_rx,
                 closer: Arc::new(Closer(close_wanted)),
+                codec,
             },
             Events { rx: event_rx, lag },
             Connection { fut: Box::pin(fut) },

@@ -409,7 +409,7 @@ impl fmt::Display for Error {
                 write!(f, "gave up after {restarts} restarts caused by panics")?
             }
             ErrorKind::Encode => f.write_str("could not encode the message")?,
-            ErrorKind::Decode => f.write_str("unexpected JSON")?,
+            ErrorKind::Decode => f.write_str("could not decode the message")?,
             ErrorKind::Api(e) => write!(f, "{e}")?,
             ErrorKind::Auth => f.write_str("authentication refused")?,
             ErrorKind::AuthUnavailable => f.write_str("authentication failed for now")?,
@@ -417,9 +417,7 @@ impl fmt::Display for Error {
             ErrorKind::SubscriptionRefused { channels } => {
                 write!(f, "subscription refused for {}", channels.join(", "))?
             }
-            ErrorKind::Unsupported => {
-                f.write_str("this connection's message handler cannot encode requests")?
-            }
+            ErrorKind::Unsupported => f.write_str("not supported by this connection")?,
             ErrorKind::SlowConsumer => f.write_str("the consumer did not keep up")?,
         }
         if let Some(context) = &self.context {

@@ -43,7 +43,7 @@
 //!
 //! * `native-roots`: trust the operating system's root certificates
 //!   ([`RootCertificates::Native`]). Default: none (webpki roots compiled in).
-//! * `config-file`: [`config_file`]: TOML configuration files, saved and hot-reloaded
+//! * `config-file`: `config_file`: TOML configuration files, saved and hot-reloaded
 //!   into live connections ([`Client::reconfigure`] works without it).
 //! * `metrics`: `FacadeMetricsCollector`, which records into the `metrics` facade so any
 //!   exporter (Prometheus, StatsD, …) works.

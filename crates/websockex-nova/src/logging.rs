@@ -64,6 +64,7 @@
 //! | `message_received` | message | TRACE | `len`, `kind` |
 //! | `message_sent` | message | TRACE | `len`, `kind` |
 //! | `dropped` | message | DEBUG | `count`, `stream` |
+//! | `decode_failed` | error | WARN | `category`, `error` (the codec refused a frame; the link stays up) |
 //! | `backpressure` | message | INFO | `active`, `depth` (the event stream crossed a watermark) |
 //!
 //! `category` on errors is [`ErrorKind::name`](crate::ErrorKind::name).

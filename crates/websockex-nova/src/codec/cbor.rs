@@ -115,6 +115,13 @@ mod tests {
             "1.0 as a half float"
         );
         assert_eq!(decode(bytes.to_vec()).unwrap(), "[1.0,0.1,-0.0]");
+        // ciborium widens a single float to f64 before we see it.
+        let single = CborCodec::new().encode(&0.1f32).unwrap();
+        let Frame::Binary(single) = single else {
+            unreachable!()
+        };
+        assert_eq!(single[0], 0xfa, "0.1f32 as a single float");
+        assert_eq!(decode(single.to_vec()).unwrap(), "0.10000000149011612");
     }
 
     #[test]
@@ -139,6 +146,15 @@ mod tests {
         let mut big = vec![0xc2, 0x49, 0x01];
         big.extend_from_slice(&[0; 8]);
         assert_eq!(decode(big).unwrap(), "18446744073709551616");
+        // tag 1 (epoch time) 1700000000 -> the number; a tagged key -> the key
+        assert_eq!(
+            decode(vec![0xc1, 0x1a, 0x65, 0x53, 0xf1, 0x00]).unwrap(),
+            "1700000000"
+        );
+        assert_eq!(
+            decode(vec![0xa1, 0xd8, 0x20, 0x61, b'k', 0x01]).unwrap(),
+            r#"{"k":1}"#
+        );
         // -2^64 - 1 as a negative bignum
         let mut neg = vec![0xc3, 0x49, 0x01];
         neg.extend_from_slice(&[0; 8]);
@@ -148,11 +164,10 @@ mod tests {
     #[test]
     fn what_json_cannot_express_is_a_decode_error() {
         for bytes in [
-            vec![0xa1, 0x80, 0x01],       // {[]: 1}
-            vec![0xa1, 0xf6, 0x01],       // {null: 1}
-            vec![0xa1, 0x40, 0x01],       // {h'': 1}
-            vec![0xc1, 0x1a, 0, 0, 0, 0], // tag 1 (epoch time)
-            vec![0xf0],                   // simple value 16
+            vec![0xa1, 0x80, 0x01], // {[]: 1}
+            vec![0xa1, 0xf6, 0x01], // {null: 1}
+            vec![0xa1, 0x40, 0x01], // {h'': 1}
+            vec![0xf0],             // simple value 16
         ] {
             let err = decode(bytes.clone()).unwrap_err();
             assert_eq!(err.kind(), &ErrorKind::Decode, "{bytes:?}");
@@ -177,6 +192,13 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("1 bytes left after the value"));
+    }
+
+    #[test]
+    fn a_deep_malformed_frame_costs_little() {
+        // Truncated at depth 99: the error crosses 99 levels without growing.
+        let err = decode(vec![0x82; 99]).unwrap_err();
+        assert!(err.to_string().len() < 200, "{err}");
     }
 
     #[test]

@@ -36,16 +36,16 @@
 //!
 //! ## Errors
 //!
-//! A frame that cannot be decoded is an [`ErrorKind::Decode`](crate::ErrorKind::Decode)
-//! error whose context names the codec and says briefly what was wrong (never the
-//! payload). A value that cannot be encoded is an
-//! [`ErrorKind::Encode`](crate::ErrorKind::Encode) error; [`RawCodec`] answers
-//! [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) for anything but a string.
+//! A frame that cannot be decoded is an [`ErrorKind::Decode`] error whose context names
+//! the codec and says briefly what was wrong (never the payload). A value that cannot be
+//! encoded is an [`ErrorKind::Encode`] error; [`RawCodec`] answers
+//! [`ErrorKind::Unsupported`] for anything but a string.
 //!
 //! ## From binary formats to JSON
 //!
-//! MessagePack and CBOR can say things JSON cannot. The transcoding codecs map them as
-//! follows rather than fail, and fail with a decode error where no mapping is sensible:
+//! MessagePack and CBOR can say things JSON cannot. The transcoding codecs write JSON as
+//! they read the frame (no value tree in between); they map what JSON lacks as follows,
+//! and fail with a decode error where no mapping is sensible:
 //!
 //! * byte strings (and MessagePack strings that are not UTF-8) become arrays of numbers
 //!   0–255;
@@ -53,16 +53,22 @@
 //! * integer, boolean and float map keys become strings (`"1"`, `"true"`, `"1.5"`); keys
 //!   that are arrays, maps, byte strings, `null` or non-finite floats are a decode error;
 //! * a MessagePack extension becomes `[type, [bytes…]]`;
-//! * CBOR bignums (tags 2 and 3) up to 128 bits become integers; CBOR `undefined` becomes
-//!   `null`; other CBOR tags and simple values are a decode error;
+//! * CBOR bignums (tags 2 and 3) up to 128 bits become integers; other CBOR tags are
+//!   dropped, keeping the item they tag (a tag 1 epoch time is its number); `undefined`
+//!   becomes `null`; other simple values are a decode error;
 //! * containers nested deeper than [`MAX_DEPTH`] are a decode error (so that a hostile
 //!   frame cannot exhaust the stack, and so that the JSON written stays within what
 //!   `serde_json` will parse back);
 //! * bytes left over after the first value are a decode error.
 //!
 //! Numbers keep their type and value: integers stay integers (up to 64 bits, signed or
-//! not), floats stay floats (`1.0` is written as `1.0`, never `1`), and finite floats are
-//! written in the shortest form that parses back to the same `f64`.
+//! not), floats stay floats (`1.0` is written as `1.0`, never `1`, even when CBOR sent it
+//! as a half-precision float), and finite floats are written in the shortest form that
+//! parses back to the same `f64`. Two caveats: a MessagePack `f32` is written as the
+//! shortest `f32` (`0.1`), but ciborium widens CBOR single floats to `f64` first (so an
+//! `f32` 0.1 sent by the venue reads `0.10000000149011612`); and to read floats back bit
+//! for bit, parse with `serde_json`'s `float_roundtrip` feature, as its default parser can
+//! be one unit in the last place off for long mantissas.
 
 use crate::error::{Error, ErrorKind};
 use crate::frame::Frame;
@@ -93,7 +99,8 @@ pub use raw::RawCodec;
 pub use erased_serde;
 
 /// The deepest nesting of arrays and maps the transcoding codecs (MessagePack, CBOR) accept
-/// in a received frame. JSON text itself is limited by `serde_json` (127 levels).
+/// in a received frame. Below `serde_json`'s own limit of 127, so that the JSON they write
+/// (where a byte string or extension adds a level or two) always parses back.
 pub const MAX_DEPTH: usize = 100;
 
 /// Turns received data frames into the messages the

@@ -31,7 +31,10 @@ use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram, Label};
 
 use super::{ConnectionMetric, MessageKind, MetricsCollector, QueueKind};
 
-/// Records into the `metrics` facade (see the [module docs](self) for the names).
+/// Records into the `metrics` facade. Series (all labelled `connection`): connections
+/// opened / failed / closed / open and their duration, reconnects, messages and bytes in and
+/// out by kind, request latency, errors by category, drops, queue depths, rate-limit waits,
+/// each named `websockex_nova_*` (the full table is in the source of this module).
 ///
 /// ```
 /// use websockex_nova::metrics::FacadeMetricsCollector;

@@ -15,7 +15,7 @@
 //!
 //! No collector is installed by default: the hot path then pays nothing. Several collectors
 //! at once: a `Vec<Box<dyn MetricsCollector>>` is one. With the `metrics` feature,
-//! [`FacadeMetricsCollector`] records into the `metrics` facade for any exporter.
+//! `FacadeMetricsCollector` records into the `metrics` facade for any exporter.
 
 #[cfg(feature = "metrics")]
 mod facade;
@@ -81,7 +81,8 @@ pub trait MetricsCollector: Send + 'static {
     fn request_latency(&mut self, latency: Duration) {
         let _ = latency;
     }
-    /// An error that cost a link or a connect attempt, by category (the error kind's name).
+    /// An error by category (the error kind's name): one that cost a link or a connect
+    /// attempt, or a frame the codec could not decode (`Decode`, the link stays up).
     fn error(&mut self, category: &'static str) {
         let _ = category;
     }
