@@ -38,7 +38,7 @@ for client in raw typed; do
 done
 # The cost of observability on the hot path: nova without parsing, with each collector and
 # with a DefaultLoggingHandler (INFO, messages off).
-for extra in "--metrics default" "--metrics facade" "--logging"; do
+for extra in "--metrics default" "--metrics facade" "--logging" "--json-codec"; do
     a=$(ir nova "--no-parse $extra" "$N1")
     b=$(ir nova "--no-parse $extra" "$N2")
     printf '%-18s %-9s %12.0f\n' "nova ${extra#--}" "--no-parse" "$(echo "($b - $a) / ($N2 - $N1)" | bc -l)"

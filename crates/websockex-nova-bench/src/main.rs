@@ -55,6 +55,9 @@ enum Cmd {
         /// nova only: a `DefaultLoggingHandler` at INFO, message logging off, to a sink.
         #[arg(long)]
         logging: bool,
+        /// nova only: decode every frame with the `JsonCodec` (validation) first.
+        #[arg(long)]
+        json_codec: bool,
     },
     /// Request round trips against the server's `/rpc` (JSON-RPC answers, same server work
     /// for both clients); prints p50/p99 in µs.
@@ -125,11 +128,12 @@ fn main() {
             no_parse,
             metrics,
             logging,
+            json_codec,
         } => {
             let cpu0 = cpu_time();
             let (n, secs, checksum) = rt.block_on(async {
                 match client {
-                    Which::Nova => nova_stream(&url, !no_parse, metrics, logging).await,
+                    Which::Nova => nova_stream(&url, !no_parse, metrics, logging, json_codec).await,
                     Which::Raw => raw_stream(&url, !no_parse).await,
                     Which::Typed => typed_stream(&url).await,
                 }
@@ -380,6 +384,7 @@ async fn nova_stream(
     parse: bool,
     metrics: Option<Metrics>,
     logging: bool,
+    json_codec: bool,
 ) -> (u64, f64, f64) {
     let mut builder = Client::builder(url);
     match metrics {
@@ -394,6 +399,9 @@ async fn nova_stream(
                 "bench",
             ));
         }
+    }
+    if json_codec {
+        builder = builder.codec(websockex_nova::codec::JsonCodec::new());
     }
     if logging {
         builder = builder

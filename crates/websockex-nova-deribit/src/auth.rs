@@ -147,7 +147,8 @@ impl AuthHandler for DeribitAuth {
                 grant_out.expires_in = grant
                     .expires_in
                     .filter(|s| s.is_finite() && *s > 0.0)
-                    .map(Duration::from_secs_f64);
+                    // A grant beyond what a `Duration` holds is no expiry at all.
+                    .and_then(|s| Duration::try_from_secs_f64(s).ok());
                 grant_out.refresh_token = grant.refresh_token.map(Secret::new);
                 grant_out.follow_up = follow_up;
                 Ok(grant_out)

@@ -102,6 +102,15 @@ pub(crate) struct SubscribeOk {
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
+/// "Never", as a time to wait: a year.
+const FAR: Duration = Duration::from_secs(86_400 * 365);
+
+/// `t + d`, or `FAR` from `t` where the sum would overflow the clock (a timeout of
+/// `Duration::MAX` is a valid configuration and means "never").
+fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d.min(FAR)).unwrap_or(t + FAR)
+}
+
 /// How often a stream under pressure is looked at for relief when nothing else happens.
 const PRESSURE_CHECK: Duration = Duration::from_millis(50);
 
@@ -1146,7 +1155,7 @@ impl Actor {
 
     /// The earliest instant something is due.
     fn next_wake(&mut self, keepalive: &Keepalive) -> Instant {
-        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        let far = Instant::now() + FAR;
         let mut wake = keepalive
             .next_deadline()
             .map(Instant::from_std)
@@ -1355,7 +1364,7 @@ impl Actor {
                     Ok(()) => {
                         self.handlers.metrics.message_out(kind, len);
                         self.pending
-                            .insert(id, waiter, (Instant::now() + timeout).into_std());
+                            .insert(id, waiter, later(Instant::now(), timeout).into_std());
                         Ok(())
                     }
                     Err(e) => {
@@ -1646,8 +1655,10 @@ impl Actor {
                             }
                         }
                         self.refresh_token = grant.refresh_token;
-                        self.refresh_at = grant.expires_in.map(|e| {
-                            Instant::now() + e.saturating_sub(margin).max(Duration::from_millis(1))
+                        // An expiry too far to add to the clock never needs a refresh.
+                        self.refresh_at = grant.expires_in.and_then(|e| {
+                            Instant::now()
+                                .checked_add(e.saturating_sub(margin).max(Duration::from_millis(1)))
                         });
                         telemetry!(
                             self.log,
@@ -1859,11 +1870,8 @@ impl Actor {
 
     /// When a wait for a blocked consumer gives up (`max_block`; far away if unset).
     fn block_deadline(&self) -> Instant {
-        let wait = self
-            .config
-            .max_block
-            .unwrap_or(Duration::from_secs(86_400 * 365));
-        Instant::now() + wait
+        let wait = self.config.max_block.unwrap_or(FAR);
+        later(Instant::now(), wait)
     }
 
     fn slow_consumer(&mut self, stream: &str) -> LinkEnd {

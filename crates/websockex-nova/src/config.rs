@@ -132,6 +132,10 @@ impl Default for RestartLimit {
     }
 }
 
+/// The largest capacity of a bounded channel (commands, events, a subscription): 16 Mi
+/// items. Far beyond any sensible buffer, far below the channel's own limit.
+pub const MAX_CHANNEL_CAPACITY: usize = 1 << 24;
+
 /// Everything that configures one client connection. Its `Debug` form hides the URL's
 /// user-info and query and the header values, where credentials are often carried.
 #[derive(Clone, PartialEq)]
@@ -294,6 +298,17 @@ impl ClientConfig {
                 return Err(Error::config(format!("{name} must be > 0")));
             }
         }
+        for (name, n) in [
+            ("command_capacity", self.command_capacity),
+            ("event_capacity", self.event_capacity),
+            ("subscription_capacity", self.subscription_capacity),
+        ] {
+            if n > MAX_CHANNEL_CAPACITY {
+                return Err(Error::config(format!(
+                    "{name} must be <= {MAX_CHANNEL_CAPACITY}, got {n}"
+                )));
+            }
+        }
         if self.offline == (OfflinePolicy::Queue { capacity: 0 }) {
             return Err(Error::config(
                 "offline queue capacity must be > 0 (or use Reject)",
@@ -388,6 +403,21 @@ mod tests {
         let mut c = ClientConfig::new("ws://h");
         c.headers.push(("Sec-WebSocket-Key".into(), "x".into()));
         assert!(c.validate().unwrap_err().is_config());
+        // Found by fuzzing (fuzz/regressions/config): these used to pass validation and
+        // then panic in `build` or on the first wait.
+        let mut c = ClientConfig::new("ws://h");
+        c.command_capacity = usize::MAX >> 2;
+        assert!(c.validate().unwrap_err().is_config());
+        let mut c = ClientConfig::new("ws://h");
+        c.rate_limit = Some(crate::RateLimit::new(1, 1e-300));
+        assert!(c.validate().unwrap_err().is_config());
+        // "Never" written as the largest duration is valid, and never comes due.
+        let mut c = ClientConfig::new("ws://h");
+        c.keepalive.timeout = Some(Duration::MAX);
+        c.keepalive.ping_interval = Some(Duration::MAX - Duration::from_secs(1));
+        c.validate().unwrap();
+        let ka = crate::keepalive::Keepalive::new(c.keepalive, std::time::Instant::now());
+        assert_eq!(ka.next_deadline(), None);
         let mut c = ClientConfig::new("ws://h");
         c.headers.push(("X-Ok".into(), "line\nbreak".into()));
         assert!(c.validate().unwrap_err().is_config());

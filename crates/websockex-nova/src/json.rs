@@ -126,7 +126,8 @@ impl RawJson {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Decode`] (never for JSON that came from a classified frame).
+    /// [`ErrorKind::Decode`] for valid JSON a `Value` cannot hold: a number beyond `f64`
+    /// (`1e400`) or nesting deeper than 128 levels.
     pub fn to_value(&self) -> Result<serde_json::Value, Error> {
         self.decode_owned()
     }

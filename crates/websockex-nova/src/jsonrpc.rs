@@ -20,6 +20,7 @@
 //! # let _ = time; Ok(()) }
 //! ```
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -186,22 +187,75 @@ impl JsonRpcHandler {
     }
 }
 
+/// The envelope, read leniently: one odd field (an escaped string, a malformed error
+/// object, a float timestamp, scalar params) must not turn a response into `Other`, which
+/// would leave its caller waiting for the timeout.
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(default)]
     id: Option<Id>,
     #[serde(borrow, default)]
-    method: Option<&'a str>,
+    method: Option<Str<'a>>,
     #[serde(borrow, default)]
     result: Option<&'a RawValue>,
-    #[serde(default)]
-    error: Option<ApiError>,
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
     #[serde(borrow, default)]
     params: Params<'a>,
-    #[serde(rename = "usIn", default)]
+    #[serde(rename = "usIn", default, deserialize_with = "lenient_u64")]
     us_in: Option<u64>,
-    #[serde(rename = "usOut", default)]
+    #[serde(rename = "usOut", default, deserialize_with = "lenient_u64")]
     us_out: Option<u64>,
+}
+
+/// A string borrowed from the frame when it has no escapes, owned when it has.
+#[derive(Debug, Clone, PartialEq)]
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Str<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+/// A timestamp if it is an unsigned integer; anything else is no timestamp.
+fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let raw = <&RawValue>::deserialize(d)?;
+    Ok(raw.get().parse::<u64>().ok())
+}
+
+/// The error object as well as it can be read: a `code` given as a string is parsed, a
+/// missing or odd one is 0, a `message` that is not a string is empty; the raw object is
+/// kept as `data` when it does not follow the spec.
+fn lenient_error(raw: &RawValue) -> ApiError {
+    if let Ok(e) = serde_json::from_str::<ApiError>(raw.get()) {
+        return e;
+    }
+    let v: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
+    let code = match &v["code"] {
+        Value::Number(n) => n.as_i64().unwrap_or(0),
+        Value::String(s) => s.trim().parse().unwrap_or(0),
+        _ => 0,
+    };
+    let message = v["message"].as_str().unwrap_or_default().to_owned();
+    ApiError {
+        code,
+        message,
+        data: Some(v),
+    }
 }
 
 /// Server-side timestamps of the latest response that carried them (Deribit's `usIn` /
@@ -265,9 +319,9 @@ impl<'de> Deserialize<'de> for Id {
 /// are not an object (a positional array) are skipped.
 #[derive(Default)]
 struct Params<'a> {
-    channel: Option<&'a str>,
+    channel: Option<Str<'a>>,
     data: Option<&'a RawValue>,
-    kind: Option<&'a str>,
+    kind: Option<Str<'a>>,
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Params<'a> {
@@ -280,11 +334,11 @@ impl<'de: 'a, 'a> Deserialize<'de> for Params<'a> {
             }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Params<'a>, M::Error> {
                 let mut p = Params::default();
-                while let Some(key) = map.next_key::<&'de str>()? {
-                    match key {
+                while let Some(key) = map.next_key::<Str<'de>>()? {
+                    match key.0.as_ref() {
                         "channel" => p.channel = Some(map.next_value()?),
                         "data" => p.data = Some(map.next_value()?),
-                        "type" => p.kind = map.next_value::<Option<&'de str>>()?,
+                        "type" => p.kind = map.next_value::<Option<Str<'de>>>()?,
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -296,7 +350,23 @@ impl<'de: 'a, 'a> Deserialize<'de> for Params<'a> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(Params::default())
             }
+            // Scalar params carry nothing to route: skipped, the envelope still counts.
             fn visit_unit<E: de::Error>(self) -> Result<Params<'a>, E> {
+                Ok(Params::default())
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Params<'a>, E> {
+                Ok(Params::default())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Params<'a>, E> {
+                Ok(Params::default())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Params<'a>, E> {
+                Ok(Params::default())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Params<'a>, E> {
+                Ok(Params::default())
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Params<'a>, E> {
                 Ok(Params::default())
             }
         }
@@ -324,7 +394,7 @@ impl MessageHandler for JsonRpcHandler {
                     }
                 }
                 let result = match env.error {
-                    Some(e) => Err(e),
+                    Some(e) => Err(lenient_error(e)),
                     None => Ok(match env.result {
                         Some(raw) => RawJson::slice_of(text, raw.get()),
                         None => RawJson::slice_of(text, "null"),
@@ -332,17 +402,24 @@ impl MessageHandler for JsonRpcHandler {
                 };
                 Classified::Response { id, result }
             }
-            (Some(method), _) if method == self.notification_method => {
+            (Some(method), _) if method.0 == self.notification_method => {
                 match (env.params.channel, env.params.data) {
                     (Some(channel), Some(data)) => Classified::Notification {
-                        channel: TextSlice::of(text, channel),
+                        channel: TextSlice::of(text, &channel.0),
                         data: RawJson::slice_of(text, data.get()),
                     },
                     _ => Classified::Other,
                 }
             }
             (Some(method), _) => match &self.heartbeat {
-                Some((hb, answer)) if method == hb && env.params.kind == Some("test_request") => {
+                Some((hb, answer))
+                    if method.0 == *hb
+                        && env
+                            .params
+                            .kind
+                            .as_ref()
+                            .is_some_and(|k| k.0 == "test_request") =>
+                {
                     let answer = answer.clone();
                     Classified::Heartbeat(self.heartbeat_answer(&answer))
                 }
@@ -443,7 +520,8 @@ impl AuthHandler for JsonRpcAuth {
                     expires_in: grant
                         .expires_in
                         .filter(|s| s.is_finite() && *s > 0.0)
-                        .map(Duration::from_secs_f64),
+                        // A grant beyond what a `Duration` holds is no expiry at all.
+                        .and_then(|s| Duration::try_from_secs_f64(s).ok()),
                     refresh_token: grant.refresh_token.map(Secret::new),
                     ..AuthGrant::default()
                 })
@@ -471,6 +549,53 @@ mod tests {
 
     fn classify(s: &str) -> Classified {
         JsonRpcHandler::new(&JsonRpcConfig::default()).classify(&Frame::text(s.to_owned()))
+    }
+
+    /// Found by fuzzing (fuzz/regressions/jsonrpc_envelope): one odd field used to make the
+    /// whole message `Other`, losing a response, a notification or a heartbeat.
+    #[test]
+    fn odd_fields_do_not_lose_the_message() {
+        for (text, want_code) in [
+            (
+                r#"{"id":3,"error":{"code":"10028","message":"too_many_requests"}}"#,
+                10028,
+            ),
+            (r#"{"id":3,"error":{"code":10009,"message":null}}"#, 10009),
+            (r#"{"id":3,"error":"bad"}"#, 0),
+        ] {
+            match classify(text) {
+                Classified::Response {
+                    id: 3,
+                    result: Err(e),
+                } => assert_eq!(e.code, want_code, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        for text in [
+            r#"{"id":4,"result":1,"usIn":1.5,"usOut":-2}"#,
+            r#"{"id":4,"result":1,"params":7}"#,
+            r#"{"id":4,"result":1,"params":"x"}"#,
+        ] {
+            assert!(
+                matches!(
+                    classify(text),
+                    Classified::Response {
+                        id: 4,
+                        result: Ok(_)
+                    }
+                ),
+                "{text}"
+            );
+        }
+        match classify(
+            r#"{"method":"subscription","params":{"chan\u006eel":"trades\/BTC","data":[1]}}"#,
+        ) {
+            Classified::Notification { channel, data } => {
+                assert_eq!(channel.as_str(), "trades/BTC");
+                assert_eq!(data.as_str(), "[1]");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

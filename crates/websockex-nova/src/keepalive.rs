@@ -112,8 +112,15 @@ impl Keepalive {
 
     /// The next instant at which [`poll`](Self::poll) may return something other than idle.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let ping = self.config.ping_interval.map(|i| self.last_ping + i);
-        let dead = self.config.timeout.map(|t| self.last_rx + t);
+        // An interval too long to add to the clock never comes due.
+        let ping = self
+            .config
+            .ping_interval
+            .and_then(|i| self.last_ping.checked_add(i));
+        let dead = self
+            .config
+            .timeout
+            .and_then(|t| self.last_rx.checked_add(t));
         match (ping, dead) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

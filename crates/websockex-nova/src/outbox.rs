@@ -172,7 +172,7 @@ impl<T> Outbox<T> {
     /// When the oldest user item expires (only meaningful while Ready).
     pub(crate) fn next_expiry(&self) -> Option<Instant> {
         let max = self.max_wait?;
-        self.user.front().map(|q| q.enqueued + max)
+        self.user.front().and_then(|q| q.enqueued.checked_add(max))
     }
 
     /// Everything still queued (for the final close).

@@ -91,9 +91,10 @@ impl RateLimit {
         if self.burst == 0 {
             return Err(Error::config("rate limit burst must be > 0"));
         }
-        if !(self.per_second.is_finite() && self.per_second > 0.0) {
+        // Below one credit per 1,000,000 s a refill is not a rate; it is a typo.
+        if !(self.per_second.is_finite() && self.per_second >= 1e-6) {
             return Err(Error::config(
-                "rate limit per_second must be a positive number",
+                "rate limit per_second must be a number >= 0.000001",
             ));
         }
         if self.max_wait == Some(Duration::ZERO) {
@@ -203,7 +204,16 @@ impl TokenBucket {
         if missing <= 0.0 {
             now
         } else {
-            now + Duration::from_secs_f64(missing / self.per_second)
+            // Rounded up to the nanosecond: `try_take` at this instant must succeed, or the
+            // writer would wake early and spin until the clock moves on.
+            let far = Duration::from_secs(86_400 * 365);
+            let nanos = (missing / self.per_second * 1e9).ceil();
+            let wait = if nanos < far.as_nanos() as f64 {
+                Duration::from_nanos(nanos as u64)
+            } else {
+                far
+            };
+            now + wait
         }
     }
 

@@ -281,7 +281,9 @@ impl Backoff {
                 let upper = self.previous.max(initial).saturating_mul(3);
                 let lo = initial.as_secs_f64();
                 let hi = upper.as_secs_f64().max(lo);
-                Duration::from_secs_f64(lo + (hi - lo) * self.rng.random::<f64>()).min(cap)
+                Duration::try_from_secs_f64(lo + (hi - lo) * self.rng.random::<f64>())
+                    .unwrap_or(cap)
+                    .min(cap)
             }
         };
         self.attempts += 1;
