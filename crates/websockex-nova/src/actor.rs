@@ -223,6 +223,7 @@ impl EventSink {
     }
 
     /// Data messages, without waiting, under the overflow policy.
+    #[inline]
     fn try_deliver(&mut self, event: Event) -> Delivery {
         use mpsc::error::TrySendError;
         if self.gone {
@@ -256,30 +257,33 @@ impl EventSink {
     }
 
     /// Events queued now.
+    #[inline]
     fn depth(&self) -> usize {
         self.capacity.saturating_sub(self.tx.capacity())
     }
 
     /// A watermark crossing, if this is one: `Some((active, depth))`. Announced on the
     /// stream itself when there is room (there is, below the capacity).
+    #[inline]
     fn check_pressure(&mut self) -> Option<(bool, usize)> {
         let depth = self.depth();
         let (high, low) = self.watermarks;
-        let crossed = if !self.pressure && depth >= high {
-            true
-        } else if self.pressure && depth <= low {
-            false
+        let crossed = if self.pressure {
+            depth <= low
         } else {
-            return None;
+            depth >= high
         };
-        self.pressure = crossed;
+        crossed.then(|| self.cross(depth))
+    }
+
+    #[cold]
+    fn cross(&mut self, depth: usize) -> (bool, usize) {
+        let active = !self.pressure;
+        self.pressure = active;
         if !self.gone {
-            let _ = self.tx.try_send(Event::Backpressure {
-                active: crossed,
-                depth,
-            });
+            let _ = self.tx.try_send(Event::Backpressure { active, depth });
         }
-        Some((crossed, depth))
+        (active, depth)
     }
 }
 
@@ -1496,6 +1500,7 @@ impl Actor {
         self.deliver(Event::Error(error))
     }
 
+    #[inline]
     fn deliver(&mut self, event: Event) -> Inbound {
         let inbound = match self.events.try_deliver(event) {
             Delivery::Delivered => Inbound::Done,
@@ -1522,18 +1527,24 @@ impl Actor {
     }
 
     /// Tells a watermark crossing of the event stream (a `tracing` event and the depth).
+    #[inline]
     fn watch_pressure(&mut self) {
         if let Some((active, depth)) = self.events.check_pressure() {
-            self.handlers.metrics.queue_depth(QueueKind::Inbound, depth);
-            telemetry!(
-                self.log,
-                Message,
-                INFO,
-                "backpressure",
-                active = active,
-                depth = depth
-            );
+            self.pressure_crossed(active, depth);
         }
+    }
+
+    #[cold]
+    fn pressure_crossed(&mut self, active: bool, depth: usize) {
+        self.handlers.metrics.queue_depth(QueueKind::Inbound, depth);
+        telemetry!(
+            self.log,
+            Message,
+            INFO,
+            "backpressure",
+            active = active,
+            depth = depth
+        );
     }
 
     /// The I/O part of handling an inbound frame.

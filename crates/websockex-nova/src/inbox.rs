@@ -74,6 +74,7 @@ fn lock<T>(m: &Mutex<Shared<T>>) -> MutexGuard<'_, Shared<T>> {
 }
 
 impl<T> Rx<T> {
+    #[inline]
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         match self {
             Rx::Owned(rx) => rx.poll_recv(cx),
@@ -87,6 +88,7 @@ impl<T> Rx<T> {
         }
     }
 
+    #[inline]
     pub(crate) fn try_recv(&mut self) -> Option<T> {
         match self {
             Rx::Owned(rx) => rx.try_recv().ok(),
