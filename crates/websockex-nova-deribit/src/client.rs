@@ -344,6 +344,9 @@ pub enum BookEvent {
     },
     /// The link came back; the book waits for the new snapshot.
     Reconnected,
+    /// A book message did not decode: the book cannot be trusted and is resyncing (a fresh
+    /// snapshot was asked for), as after a gap.
+    Malformed,
 }
 
 /// A self-healing order book subscription.
@@ -391,8 +394,16 @@ impl BookStream {
             let event = self.sub.as_mut()?.next().await?;
             match event {
                 SubscriptionEvent::Notification { data, .. } => {
-                    let Ok(msg) = data.decode::<BookData>() else {
-                        continue;
+                    let msg = match data.decode::<BookData>() {
+                        Ok(msg) => msg,
+                        Err(e) => {
+                            // Skipping it would leave a hole in the book nobody sees.
+                            tracing::warn!(target: "websockex_nova_deribit", channel = %self.channel, error = %e, "undecodable book message; resyncing");
+                            self.book.invalidate();
+                            self.gaps += 1;
+                            self.sub = None;
+                            return Some(BookEvent::Malformed);
+                        }
                     };
                     match self.book.apply(&msg) {
                         Applied::Snapshot => return Some(BookEvent::Snapshot),

@@ -245,3 +245,40 @@ async fn heartbeats_are_answered_so_the_session_lives_on() {
     assert!(deribit.get_time().await.is_ok());
     deribit.client().close().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_undecodable_book_message_is_announced_and_the_book_resyncs() {
+    let sim = DeribitSim::start(SimConfig::default()).await.unwrap();
+    let (deribit, _events) = connect(&sim, &config(&sim)).await;
+    let mut book = deribit
+        .subscribe_book("BTC-PERPETUAL", Interval::Ms100)
+        .await
+        .unwrap();
+    assert_eq!(
+        tokio::time::timeout(T, book.next()).await.unwrap(),
+        Some(BookEvent::Snapshot)
+    );
+    let channel = sim
+        .subscriptions(0)
+        .into_iter()
+        .find(|c| c.starts_with("book."))
+        .unwrap();
+    let garbage = serde_json::json!({
+        "jsonrpc": "2.0",
+        "method": "subscription",
+        "params": {"channel": channel, "data": {"bids": "not a list"}},
+    })
+    .to_string();
+    assert!(sim.faults().send_raw(
+        0,
+        websockex_nova_testkit::raw_frame(true, 0x1, garbage.as_bytes())
+    ));
+    // Never skipped in silence: announced, then a fresh snapshot.
+    let mut saw = Vec::new();
+    while saw.last() != Some(&BookEvent::Snapshot) || !saw.contains(&BookEvent::Malformed) {
+        saw.push(tokio::time::timeout(T, book.next()).await.unwrap().unwrap());
+    }
+    assert!(saw.contains(&BookEvent::Malformed), "{saw:?}");
+    assert_eq!(book.gaps(), 1);
+    deribit.client().close().await.unwrap();
+}
