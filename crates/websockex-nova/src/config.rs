@@ -392,6 +392,65 @@ mod tests {
         ClientConfig::new("wss://example.com").validate().unwrap();
     }
 
+    /// Every zero or out-of-range setting is refused by name (docs/bad-input.md).
+    #[test]
+    fn every_bad_setting_is_refused_by_name() {
+        type Edit = fn(&mut ClientConfig);
+        let cases: [(&str, Edit); 19] = [
+            ("connect_timeout", |c| c.connect_timeout = Duration::ZERO),
+            ("upgrade_timeout", |c| c.upgrade_timeout = Duration::ZERO),
+            ("write_timeout", |c| c.write_timeout = Duration::ZERO),
+            ("close_timeout", |c| c.close_timeout = Duration::ZERO),
+            ("request_timeout", |c| c.request_timeout = Duration::ZERO),
+            ("max_message_size", |c| c.max_message_size = 0),
+            ("max_frame_size", |c| c.max_frame_size = 0),
+            ("max_in_flight", |c| c.max_in_flight = 0),
+            ("subscription_capacity", |c| c.subscription_capacity = 0),
+            ("offline queue", |c| {
+                c.offline = OfflinePolicy::Queue { capacity: 0 }
+            }),
+            ("watermarks", |c| {
+                c.watermarks = Watermarks {
+                    high: 0.5,
+                    low: 0.5,
+                }
+            }),
+            ("max_block", |c| c.max_block = Some(Duration::ZERO)),
+            ("restart window", |c| c.restart.window = Duration::ZERO),
+            ("keepalive", |c| {
+                c.keepalive.ping_interval = Some(Duration::ZERO)
+            }),
+            ("max_wait", |c| {
+                c.rate_limit =
+                    Some(crate::RateLimit::new(1, 1.0).with_max_wait(Some(Duration::ZERO)))
+            }),
+            ("max_delay", |c| c.reconnect.max_delay = Duration::ZERO),
+            ("factor", |c| {
+                c.reconnect = crate::ReconnectPolicy::exponential(
+                    Duration::from_millis(1),
+                    Duration::from_secs(1),
+                );
+                if let crate::reconnect::Strategy::Exponential { factor, .. } =
+                    &mut c.reconnect.strategy
+                {
+                    *factor = f64::NAN;
+                }
+            }),
+            ("subprotocol", |c| c.subprotocols.push("a b".into())),
+            ("event_capacity", |c| {
+                c.event_capacity = MAX_CHANNEL_CAPACITY + 1
+            }),
+        ];
+        for (name, edit) in cases {
+            let mut c = ClientConfig::new("ws://h");
+            edit(&mut c);
+            let e = c.validate().expect_err(name);
+            assert_eq!(*e.kind(), crate::ErrorKind::Config, "{name}");
+            let words = name.split(' ').next().unwrap();
+            assert!(e.to_string().contains(words), "{name}: {e}");
+        }
+    }
+
     #[test]
     fn bad_input_is_a_typed_config_error() {
         for url in ["http://x", "ws://", "not a url", ""] {
