@@ -1,23 +1,14 @@
 //! `nova connect --config FILE`: the file is applied at start and again whenever it changes,
 //! without dropping the link; a bad file is refused with its reason and the session goes on.
 
-use std::process::Stdio;
-use std::time::Duration;
+mod common;
 
+use std::process::Stdio;
+
+use common::{next_line, NOVA, WAIT};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStderr, Command};
 use websockex_nova_testkit::{Script, TestServer};
-
-const NOVA: &str = env!("CARGO_BIN_EXE_nova");
-const WAIT: Duration = Duration::from_secs(20);
-
-async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(lines: &mut Lines<R>) -> String {
-    tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .expect("a line within the wait")
-        .unwrap()
-        .expect("stream still open")
-}
 
 /// The next JSON event on stderr; panics on a disconnect (the link must stay up).
 async fn next_event(err: &mut Lines<BufReader<ChildStderr>>) -> serde_json::Value {

@@ -1,14 +1,13 @@
 //! `nova connect` as a user runs it: a real `nova serve` process is killed and started
 //! again on the same port, and the client carries on with no action from the user.
 
-use std::process::Stdio;
-use std::time::Duration;
+mod common;
 
+use std::process::Stdio;
+
+use common::{next_line, NOVA, WAIT};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
-
-const NOVA: &str = env!("CARGO_BIN_EXE_nova");
-const WAIT: Duration = Duration::from_secs(20);
 
 async fn serve(listen: &str) -> (Child, String) {
     let mut child = Command::new(NOVA)
@@ -25,14 +24,6 @@ async fn serve(listen: &str) -> (Child, String) {
         .unwrap()
         .unwrap();
     (child, url)
-}
-
-async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(lines: &mut Lines<R>) -> String {
-    tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .expect("a line within the wait")
-        .unwrap()
-        .expect("stream still open")
 }
 
 /// Reads JSON events from stderr until one has `event == name`.

@@ -3,25 +3,17 @@
 //! echoed across a dropped connection and a reconnect). The JSON logs on stderr (at DEBUG)
 //! parse line by line, and neither they nor the exposition contain the key in the URL.
 
+mod common;
+
 use std::collections::HashMap;
 use std::process::Stdio;
-use std::time::Duration;
 
+use common::{next_line, NOVA, WAIT};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStderr, Command};
 use websockex_nova_testkit::{Script, TestServer};
 
-const NOVA: &str = env!("CARGO_BIN_EXE_nova");
-const WAIT: Duration = Duration::from_secs(20);
 const URL_KEY: &str = "k3y-in-the-url-0451";
-
-async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(lines: &mut Lines<R>) -> String {
-    tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .expect("a line within the wait")
-        .unwrap()
-        .expect("stream still open")
-}
 
 /// Reads stderr until a `--events json` line (not a tracing line) has `event == name`;
 /// keeps every line read in `seen`.
