@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 mod autobahn;
+mod chaos;
 mod connect;
 mod demo;
 mod deribit;
@@ -57,6 +58,9 @@ enum Command {
     Serve(serve::Args),
     /// Run the Autobahn TestSuite client cases against a fuzzing server.
     Autobahn(autobahn::Args),
+    /// Inject seeded random faults into Deribit clients on the in-process simulator and
+    /// check that nothing is lost, everything recovers and nothing leaks (one JSON line).
+    Chaos(chaos::Args),
 }
 
 /// Parses a duration like `500ms`, `2s`, `1.5s`, `3m` or a bare number of seconds.
@@ -106,6 +110,7 @@ fn main() -> ExitCode {
             Command::Deribit(args) => deribit::run(args).await,
             Command::Simulate(args) => simulate::run(args).await,
             Command::Autobahn(args) => autobahn::run(args).await,
+            Command::Chaos(args) => chaos::run(args).await,
         }
     });
     // stdin is read on a blocking thread that may sit in read(2) forever; do not wait for it.

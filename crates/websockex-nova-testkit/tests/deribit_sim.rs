@@ -1599,6 +1599,107 @@ async fn ignored_heartbeat_answers_lead_to_a_4000_close() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn heartbeat_answers_can_be_ignored_on_one_connection() {
+    let sim = start(config()).await;
+    let mut a = Client::connect(&sim).await;
+    let mut b = Client::connect(&sim).await;
+    for c in [&mut a, &mut b] {
+        c.result("public/set_heartbeat", json!({"interval": 10}))
+            .await;
+    }
+    assert!(sim.faults().ignore_heartbeat_answers_from(0, true));
+    assert!(!sim.faults().ignore_heartbeat_answers_from(7, true));
+    for c in [&mut a, &mut b] {
+        assert_eq!(c.read().await["params"]["type"], "test_request");
+        c.result("public/test", json!({})).await;
+    }
+    assert_eq!(a.closed().await, Some((4000, "heartbeat close".to_owned())));
+    // The other connection's answer counted: it gets the next test_request and stays.
+    let next = loop {
+        let m = b.read().await;
+        if m["params"]["type"] == "test_request" {
+            break m;
+        }
+    };
+    assert_eq!(next["method"], "heartbeat");
+    assert!(sim.wait_for(T, |s| s.connections() == vec![1]).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_connection_goes_silent_then_carries_on() {
+    let sim = start(config()).await;
+    let mut c = Client::connect(&sim).await;
+    let ch = "ticker.BTC-PERPETUAL.100ms";
+    c.result("public/subscribe", json!({ "channels": [ch] }))
+        .await;
+    c.next_on(ch).await;
+    assert!(sim.faults().stall(0, Duration::from_secs(5)));
+    assert!(!sim.faults().stall(9, Duration::from_secs(5)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    c.take_backlog(ch);
+    // No answer, no pong, no notification while stalled; the TCP connection stays open.
+    let id = c.send("public/test", json!({})).await;
+    c.ws.send(Message::ping(String::from("are you there")))
+        .await
+        .unwrap();
+    let silent = tokio::time::timeout(Duration::from_secs(4), c.ws.next()).await;
+    assert!(silent.is_err(), "{silent:?}");
+    assert_eq!(sim.connections(), vec![0]);
+    // Afterwards everything that waited arrives: the answer, then the pong.
+    assert_eq!(c.response(id).await["result"]["version"], "1.2.26");
+    loop {
+        let msg = c.ws.next().await.unwrap().unwrap();
+        if msg.is_pong() {
+            break;
+        }
+        c.backlog
+            .push_back(serde_json::from_str(msg.as_text().unwrap()).unwrap());
+    }
+    assert_eq!(c.next_on(ch).await["instrument_name"], "BTC-PERPETUAL");
+}
+
+#[tokio::test(start_paused = true)]
+async fn raw_bytes_reach_the_client_as_written() {
+    let sim = start(config()).await;
+    let faults = sim.faults();
+    let mut c = Client::connect(&sim).await;
+    c.result("public/test", json!({})).await;
+    assert!(faults.send_raw(
+        0,
+        websockex_nova_testkit::raw_frame(true, 0x1, b"{\"x\":1}")
+    ));
+    assert_eq!(c.read().await, json!({"x": 1}));
+    assert!(faults.send_oversized(0, 100_000));
+    let msg = c.ws.next().await.unwrap().unwrap();
+    let text = msg.as_text().unwrap();
+    assert_eq!(text.len(), 100_000);
+    assert!(text.bytes().all(|b| b == b' '));
+    // The socket still serves requests after raw writes.
+    c.result("public/test", json!({})).await;
+    assert!(faults.send_invalid_utf8(0));
+    let err = c.ws.next().await.unwrap();
+    assert!(err.is_err(), "{err:?}");
+    assert!(!faults.send_invalid_utf8(5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_can_be_left_unrecorded() {
+    let mut cfg = config();
+    cfg.record_requests = false;
+    let sim = start(cfg).await;
+    let mut c = Client::connect(&sim).await;
+    c.result("public/test", json!({})).await;
+    c.error("public/nope", json!({})).await;
+    assert!(sim.requests().is_empty());
+    // Heartbeats are still tracked without the request record.
+    c.result("public/set_heartbeat", json!({"interval": 10}))
+        .await;
+    assert_eq!(c.read().await["params"]["type"], "test_request");
+    c.result("public/test", json!({})).await;
+    assert_eq!(sim.heartbeats_answered(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn methods_can_be_made_to_fail() {
     let sim = start(config()).await;
     let faults = sim.faults();

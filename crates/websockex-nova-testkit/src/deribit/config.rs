@@ -309,6 +309,10 @@ pub struct SimConfig {
     /// The simulator's clock at start, in ms since the epoch (it then advances with
     /// `tokio::time`). Default: `None`, the system clock at start.
     pub start_time_ms: Option<u64>,
+    /// Keep every request for [`DeribitSim::requests`](super::DeribitSim::requests) (and
+    /// `methods`, `wait_requests`). Default: `true`. A simulator that runs for long (`nova
+    /// chaos`) turns it off, so that its memory stays flat; the counters stay.
+    pub record_requests: bool,
 }
 
 impl std::fmt::Debug for SimConfig {
@@ -343,6 +347,7 @@ impl std::fmt::Debug for SimConfig {
             .field("too_slow_close_code", &self.too_slow_close_code)
             .field("version", &self.version)
             .field("start_time_ms", &self.start_time_ms)
+            .field("record_requests", &self.record_requests)
             .finish()
     }
 }
@@ -378,6 +383,7 @@ impl Default for SimConfig {
             too_slow_close_code: 1008,
             version: "1.2.26".to_owned(),
             start_time_ms: None,
+            record_requests: true,
         }
     }
 }

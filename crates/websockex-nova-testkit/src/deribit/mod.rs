@@ -97,8 +97,10 @@
 //! skip (gap) or repeat the next book change, maintenance mode (`11051` and `platform_state`),
 //! a settlement window (`10041`), delayed responses, paused writes (a slow reader), connection
 //! and queue limits, token expiry and revocation, exhausted credits, ignored heartbeat answers
-//! (to get the 4000 close from a client that always answers), and any error for a method
-//! ([`RpcError`], e.g. `13028 temporarily_unavailable`).
+//! (to get the 4000 close from a client that always answers; on every connection or one),
+//! any error for a method ([`RpcError`], e.g. `13028 temporarily_unavailable`), a stalled
+//! (half-open) connection, and raw bytes on the wire (invalid UTF-8, oversized frames, any
+//! crafted frame).
 //!
 //! # Time
 //!
@@ -715,6 +717,41 @@ impl Faults {
             .is_some_and(|c| c.ctl.send(Ctl::PauseWrites(paused)).is_ok())
     }
 
+    /// Stop reading and writing on `conn` for `duration` while keeping its TCP connection
+    /// open, as a half-open or frozen peer would: no answers, no notifications, no heartbeats,
+    /// no pongs. Then it carries on (reading first, so it sees a client that gave up). A
+    /// close order waits for the stall; [`Faults::drop_connection`] does not. Whether the
+    /// connection is open.
+    pub fn stall(&self, conn: usize, duration: Duration) -> bool {
+        self.ctl(conn, Ctl::Stall(duration))
+    }
+
+    /// Write `bytes` onto `conn`'s TCP stream as they are (after what was already written;
+    /// see [`raw_frame`](crate::raw_frame) to build frames, valid or not). Whether the
+    /// connection is open.
+    pub fn send_raw(&self, conn: usize, bytes: Vec<u8>) -> bool {
+        self.ctl(conn, Ctl::Raw(bytes))
+    }
+
+    /// Send `conn` a text frame whose payload is not UTF-8 (`[0xC3, 0x28]`); a client must
+    /// close with 1007. Whether the connection is open.
+    pub fn send_invalid_utf8(&self, conn: usize) -> bool {
+        self.send_raw(conn, crate::raw_frame(true, 0x1, &[0xC3, 0x28]))
+    }
+
+    /// Send `conn` one text frame of `len` bytes (JSON whitespace), to exceed a client's
+    /// message size limit (it must close with 1009). Whether the connection is open.
+    pub fn send_oversized(&self, conn: usize, len: usize) -> bool {
+        self.send_raw(conn, crate::raw_frame(true, 0x1, &vec![b' '; len]))
+    }
+
+    fn ctl(&self, conn: usize, order: Ctl) -> bool {
+        self.state()
+            .conns
+            .get(&conn)
+            .is_some_and(|c| c.ctl.send(order).is_ok())
+    }
+
     /// Messages a connection may have queued before it is closed as too slow (`None`: no limit).
     pub fn set_max_queue(&self, max: Option<usize>) {
         self.state().faults.max_queue = max;
@@ -763,6 +800,16 @@ impl Faults {
     /// heartbeat tick closes the connection with 4000 (for clients that always answer).
     pub fn ignore_heartbeat_answers(&self, on: bool) {
         self.state().faults.ignore_test_answers = on;
+    }
+
+    /// [`Faults::ignore_heartbeat_answers`] for one connection only: its next unanswered
+    /// heartbeat tick closes it with 4000, the others carry on. Whether it is open.
+    pub fn ignore_heartbeat_answers_from(&self, conn: usize, on: bool) -> bool {
+        self.state()
+            .conns
+            .get_mut(&conn)
+            .map(|c| c.ignore_test = on)
+            .is_some()
     }
 
     /// Answer every request for `method` with `error` (checked after the rate limit, before

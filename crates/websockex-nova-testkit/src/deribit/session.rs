@@ -2,7 +2,7 @@
 //! notifications, delayed responses, heartbeats, control orders).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,6 +129,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stream: TcpStream, conn: usize)
         ctl,
         queued,
         paused: false,
+        deferred: VecDeque::new(),
         last_out,
     };
     let (end, cod) = session.run(idle_timeout).await;
@@ -144,6 +145,8 @@ struct Session {
     ctl: mpsc::UnboundedReceiver<Ctl>,
     queued: Arc<AtomicUsize>,
     paused: bool,
+    /// Orders that arrived while a write was in progress, carried out after it.
+    deferred: VecDeque<Ctl>,
     last_out: Instant,
 }
 
@@ -158,14 +161,20 @@ impl Session {
         let mut last_in = Instant::now();
         let mut client_close: Option<(Option<u16>, String)> = None;
         loop {
+            while let Some(c) = self.deferred.pop_front() {
+                if let Err(end) = self.on_ctl(c).await {
+                    return (end, true);
+                }
+            }
             let due = delayed.peek().map(|Reverse((t, _))| *t);
             let idle_at = idle_timeout.map(|d| last_in + d);
             tokio::select! {
                 biased;
-                Some(c) = self.ctl.recv() => match c {
-                    Ctl::Close(code, reason) => return (self.close(code, &reason).await, true),
-                    Ctl::PauseWrites(p) => self.paused = p,
-                },
+                Some(c) = self.ctl.recv() => {
+                    if let Err(end) = self.on_ctl(c).await {
+                        return (end, true);
+                    }
+                }
                 msg = self.ws.next() => {
                     let now = Instant::now();
                     let msg = match msg {
@@ -279,6 +288,35 @@ impl Session {
         }
     }
 
+    /// Carry out a control order; `Err` when it ends the connection.
+    async fn on_ctl(&mut self, c: Ctl) -> Result<(), End> {
+        match c {
+            Ctl::Close(code, reason) => Err(self.close(code, &reason).await),
+            Ctl::PauseWrites(p) => {
+                self.paused = p;
+                Ok(())
+            }
+            Ctl::Stall(d) => {
+                tracing::debug!(conn = self.conn, ?d, "deribit sim: stalling");
+                tokio::time::sleep(d).await;
+                Ok(())
+            }
+            Ctl::Raw(bytes) => {
+                let ws = &mut self.ws;
+                let send = async move {
+                    // After what the encoder holds, so frames never interleave.
+                    ws.flush().await.map_err(|e| e.to_string())?;
+                    let tcp = ws.get_mut();
+                    tcp.write_all(&bytes).await.map_err(|e| e.to_string())?;
+                    tcp.flush().await.map_err(|e| e.to_string())
+                };
+                drive_write(send, &mut self.ctl, &mut self.paused, &mut self.deferred).await?;
+                self.last_out = Instant::now();
+                Ok(())
+            }
+        }
+    }
+
     fn activate(&self, names: &[String]) {
         if names.is_empty() {
             return;
@@ -293,7 +331,7 @@ impl Session {
     /// client that stopped reading) drops the connection.
     async fn write(&mut self, text: String) -> Result<(), End> {
         let send = self.ws.send(Message::text(text));
-        drive_write(send, &mut self.ctl, &mut self.paused).await?;
+        drive_write(send, &mut self.ctl, &mut self.paused, &mut self.deferred).await?;
         self.last_out = Instant::now();
         Ok(())
     }
@@ -317,7 +355,7 @@ impl Session {
             }
             ws.flush().await
         };
-        drive_write(send, &mut self.ctl, &mut self.paused).await?;
+        drive_write(send, &mut self.ctl, &mut self.paused, &mut self.deferred).await?;
         self.last_out = Instant::now();
         Ok(())
     }
@@ -351,11 +389,13 @@ impl Session {
 }
 
 /// Drives a write to completion while obeying control orders: a pause toggles `paused`, a
-/// close order ends the connection even while the socket does not take the write.
+/// close order ends the connection even while the socket does not take the write; a stall
+/// or raw bytes wait in `deferred` until the write is done.
 async fn drive_write<E: std::fmt::Display>(
     send: impl std::future::Future<Output = Result<(), E>>,
     ctl: &mut mpsc::UnboundedReceiver<Ctl>,
     paused: &mut bool,
+    deferred: &mut VecDeque<Ctl>,
 ) -> Result<(), End> {
     tokio::pin!(send);
     loop {
@@ -367,6 +407,7 @@ async fn drive_write<E: std::fmt::Display>(
             Some(c) = ctl.recv() => match c {
                 Ctl::PauseWrites(p) => *paused = p,
                 Ctl::Close(_, reason) => return Err(End::Dropped(reason)),
+                later @ (Ctl::Stall(_) | Ctl::Raw(_)) => deferred.push_back(later),
             },
         }
     }

@@ -81,6 +81,10 @@ pub(crate) enum Ctl {
     Close(u16, String),
     /// Stop (`true`) or resume writing queued messages (a simulated slow reader).
     PauseWrites(bool),
+    /// Read and write nothing for this long, the TCP connection kept open (a half-open peer).
+    Stall(Duration),
+    /// Write these bytes onto the TCP stream as they are (crafted or invalid frames).
+    Raw(Vec<u8>),
 }
 
 /// The credit pools of an account or an unauthenticated connection.
@@ -147,6 +151,8 @@ pub(crate) struct ConnState {
     pub(crate) pending: BTreeMap<String, (Interval, Vec<Value>)>,
     pub(crate) heartbeat: Option<Duration>,
     pub(crate) pending_test: Option<usize>,
+    /// `public/test` from this connection does not count as a heartbeat answer.
+    pub(crate) ignore_test: bool,
     pub(crate) cod: Option<bool>,
     pub(crate) buckets: Buckets,
     pub(crate) last_in: Instant,
@@ -162,10 +168,16 @@ pub(crate) struct QueueLimit {
 impl ConnState {
     /// Queue a message; past the limit, tell the connection to close as too slow (once).
     pub(crate) fn enqueue(&mut self, text: String, limit: QueueLimit) {
-        if self.too_slow || self.tx.send(text).is_err() {
+        if self.too_slow {
             return;
         }
+        // Count first: the connection task may take the message (and count it out) on
+        // another thread before `send` returns.
         let n = self.queued.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.tx.send(text).is_err() {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
         if limit.max.is_some_and(|max| n > max) {
             self.too_slow = true;
             let _ = self.ctl.send(Ctl::Close(
@@ -522,6 +534,7 @@ impl State {
                 pending: BTreeMap::new(),
                 heartbeat: None,
                 pending_test: None,
+                ignore_test: false,
                 cod: None,
                 buckets: Buckets::default(),
                 last_in: now,
@@ -643,23 +656,29 @@ impl State {
         };
         tracing::trace!(conn, method = %req.method, "deribit sim: request");
         let n = self.rec.requests.len();
-        self.rec.requests.push(SimRequest {
-            conn,
-            id: req.id.clone(),
-            method: req.method.clone(),
-            params: req.params.clone(),
-            at: now,
-            error: None,
-        });
+        if self.cfg.record_requests {
+            self.rec.requests.push(SimRequest {
+                conn,
+                id: req.id.clone(),
+                method: req.method.clone(),
+                params: req.params.clone(),
+                at: now,
+                error: None,
+            });
+        }
         if req.method == "public/test" && !self.faults.ignore_test_answers {
-            let pending = self.conns.get(&conn).and_then(|c| c.pending_test);
+            let pending = self
+                .conns
+                .get(&conn)
+                .filter(|c| !c.ignore_test)
+                .and_then(|c| c.pending_test);
             if let Some(hb) = pending.and_then(|i| self.rec.heartbeats.get_mut(i)) {
                 hb.answered_at.get_or_insert(now);
             }
         }
         let result = self.process(conn, &req.method, &req.params, now, &mut out);
-        if let Err(e) = &result {
-            self.rec.requests[n].error = Some(e.code);
+        if let (Err(e), Some(r)) = (&result, self.rec.requests.get_mut(n)) {
+            r.error = Some(e.code);
         }
         out.delay = self
             .faults
