@@ -364,7 +364,11 @@ enum Inbound {
     /// The event stream is full under `OverflowPolicy::Block`: wait for room.
     Blocked(Event),
     /// A subscription's stream is full under `OverflowPolicy::Block`: wait for room.
-    SubscriptionFull(mpsc::Sender<SubscriptionEvent>, SubscriptionEvent),
+    SubscriptionFull(
+        mpsc::Sender<SubscriptionEvent>,
+        SubscriptionEvent,
+        Option<Box<SubscriptionEvent>>,
+    ),
     /// A stream is full under `OverflowPolicy::Disconnect`: replace the link.
     Overflow(&'static str),
     /// An answer to the framework's own call.
@@ -1426,7 +1430,9 @@ impl Actor {
                                 );
                                 Inbound::Done
                             }
-                            Route::Full(tx, event) => Inbound::SubscriptionFull(tx, event),
+                            Route::Full(tx, event, then) => {
+                                Inbound::SubscriptionFull(tx, event, then)
+                            }
                             Route::Overflow => {
                                 self.handlers.metrics.dropped(1);
                                 Inbound::Overflow("a subscription's stream")
@@ -1591,8 +1597,15 @@ impl Actor {
                     return self.pump(link).await.err().map(LinkEnd::Lost);
                 }
                 Inbound::Blocked(event) => return self.deliver_blocking(link, pings, event).await,
-                Inbound::SubscriptionFull(tx, event) => {
-                    return self.subscription_blocking(link, pings, tx, event).await
+                Inbound::SubscriptionFull(tx, event, then) => {
+                    if let Some(end) = self
+                        .subscription_blocking(link, pings, tx.clone(), event)
+                        .await
+                    {
+                        return Some(end);
+                    }
+                    let then = then?;
+                    return self.subscription_blocking(link, pings, tx, *then).await;
                 }
                 Inbound::Overflow(stream) => {
                     return Some(LinkEnd::Lost(

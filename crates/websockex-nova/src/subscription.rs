@@ -104,15 +104,32 @@ impl futures_util::Stream for Subscription {
 /// Drops counted by the connection, announced by the reader when its queue is drained (so
 /// an announcement never waits for the next notification).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Lag(Arc<AtomicU64>);
+pub(crate) struct Lag(Arc<LagState>);
+
+#[derive(Debug, Default)]
+pub(crate) struct LagState {
+    dropped: AtomicU64,
+    /// A `Resubscribed` marker found the stream full: it goes in before the next
+    /// notification (never dropped, never overtaken).
+    marker: std::sync::atomic::AtomicBool,
+}
 
 impl Lag {
     pub(crate) fn add(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.0.dropped.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn take(&self) -> u64 {
-        self.0.swap(0, Ordering::Relaxed)
+        self.0.dropped.swap(0, Ordering::Relaxed)
+    }
+
+    fn set_marker(&self, pending: bool) {
+        self.0.marker.store(pending, Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn marker_pending(&self) -> bool {
+        self.0.marker.load(Ordering::Relaxed)
     }
 }
 
@@ -134,8 +151,13 @@ pub(crate) enum Route {
     Delivered,
     /// The subscription's stream is full: counted, announced later.
     Dropped,
-    /// The stream is full and the policy is to wait: the caller waits for room.
-    Full(mpsc::Sender<SubscriptionEvent>, SubscriptionEvent),
+    /// The stream is full and the policy is to wait: the caller waits for room, for one
+    /// event then maybe a second (a pending `Resubscribed` marker, then the notification).
+    Full(
+        mpsc::Sender<SubscriptionEvent>,
+        SubscriptionEvent,
+        Option<Box<SubscriptionEvent>>,
+    ),
     /// The stream is full and the policy is to replace the link (the message is counted).
     Overflow,
     /// The user dropped the subscription: unsubscribe.
@@ -216,7 +238,10 @@ impl Registry {
                 // Several channels may share one stream; tell it once.
                 if !seen.iter().any(|s| s.same_channel(&e.tx)) {
                     seen.push(&e.tx);
-                    let _ = e.tx.try_send(event.clone());
+                    if let Err(mpsc::error::TrySendError::Full(_)) = e.tx.try_send(event.clone()) {
+                        // Full: the marker waits for the stream's next notification.
+                        e.lagged.set_marker(true);
+                    }
                 }
             }
         }
@@ -228,13 +253,59 @@ impl Registry {
             return Route::Unknown;
         };
         use mpsc::error::TrySendError;
+        if entry.lagged.marker_pending() {
+            let marker = SubscriptionEvent::Resubscribed;
+            match entry.tx.try_send(marker) {
+                Ok(()) => entry.lagged.set_marker(false),
+                Err(TrySendError::Closed(_)) => return Route::Gone,
+                Err(TrySendError::Full(marker)) => {
+                    let event = SubscriptionEvent::Notification { channel, data };
+                    match self.policy {
+                        OverflowPolicy::Block => {
+                            entry.lagged.set_marker(false);
+                            return Route::Full(entry.tx.clone(), marker, Some(Box::new(event)));
+                        }
+                        OverflowPolicy::DropOldest
+                            if entry
+                                .evictor
+                                .as_ref()
+                                .is_some_and(crate::inbox::evict_oldest) =>
+                        {
+                            entry.lagged.add();
+                            entry.lagged.set_marker(false);
+                            let _ = entry.tx.try_send(marker);
+                            // Then this notification, under the policy.
+                            if entry
+                                .evictor
+                                .as_ref()
+                                .is_some_and(crate::inbox::evict_oldest)
+                            {
+                                entry.lagged.add();
+                                let _ = entry.tx.try_send(event);
+                            } else {
+                                entry.lagged.add();
+                            }
+                            return Route::Dropped;
+                        }
+                        OverflowPolicy::Disconnect => {
+                            entry.lagged.add();
+                            return Route::Overflow;
+                        }
+                        _ => {
+                            entry.lagged.add();
+                            return Route::Dropped;
+                        }
+                    }
+                }
+            }
+        }
         match entry
             .tx
             .try_send(SubscriptionEvent::Notification { channel, data })
         {
             Ok(()) => Route::Delivered,
             Err(TrySendError::Full(event)) => match self.policy {
-                OverflowPolicy::Block => Route::Full(entry.tx.clone(), event),
+                OverflowPolicy::Block => Route::Full(entry.tx.clone(), event, None),
                 OverflowPolicy::DropOldest => {
                     entry.lagged.add();
                     let evicted = entry

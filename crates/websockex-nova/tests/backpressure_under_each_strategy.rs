@@ -278,3 +278,42 @@ async fn try_send_fails_fast_where_send_waits() {
     assert_eq!(echoed, ["a", "c"]);
     client.close().await.unwrap();
 }
+
+/// Found by `nova chaos`: a `Resubscribed` marker that met a full stream was dropped, so the
+/// reader saw the notifications from before and after a reconnect with nothing between them
+/// (a silent gap). The marker now waits for room and goes in before the next notification.
+#[tokio::test(start_paused = true)]
+async fn a_resubscribed_marker_is_never_lost_to_a_full_stream() {
+    let rpc = RpcServer::builder().build();
+    let server = serve(&rpc).await;
+    let (client, mut events) = client(&server, JsonRpcConfig::default())
+        .subscription_capacity(4)
+        .connect()
+        .await
+        .unwrap();
+    let mut sub = client.subscribe(["chan.x"]).await.unwrap();
+    for i in 0..4 {
+        rpc.notify("chan.x", json!(i));
+    }
+    tokio::time::sleep(ms(50)).await; // the stream is exactly full now
+    server.drop_connections();
+    loop {
+        if let Event::Resubscribed { .. } = next_significant(&mut events).await {
+            break;
+        }
+    }
+    for i in 4..6 {
+        rpc.notify("chan.x", json!(i));
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 7 {
+        let event = tokio::time::timeout(secs(30), sub.next()).await;
+        seen.push(match event.expect("within the wait").unwrap() {
+            SubscriptionEvent::Notification { data, .. } => data.as_str().to_owned(),
+            SubscriptionEvent::Resubscribed => "resubscribed".to_owned(),
+            other => panic!("{other:?}"),
+        });
+    }
+    assert_eq!(seen, ["0", "1", "2", "3", "resubscribed", "4", "5"]);
+    client.close().await.unwrap();
+}
