@@ -31,8 +31,10 @@
 //! call gets an API error, e.g. `10028` or `13028`, drops the channel and ends its stream),
 //! the reader subscribes again by hand and counts it (`resubscribed_by_hand`); the gap is
 //! announced (`SubscriptionRefused`), and the end check still wants every channel back.
-//! The default overflow policy, `Block`, is not in the mix: a `Resubscribed` marker that
-//! finds a `Block` stream full is lost today, which makes a silent gap.
+//! The default overflow policy, `Block`, is not in the mix yet. This run found that a
+//! `Resubscribed` marker meeting a full stream was lost (a silent gap, under any policy);
+//! that is fixed (the marker waits for room and goes before the next notification, see
+//! `backpressure_under_each_strategy.rs`), and `Block` streams join the mix next.
 //!
 //! # Faults
 //!
