@@ -40,6 +40,7 @@ use crate::frame::{CloseCode, CloseFrame, Frame};
 use crate::inbox;
 use crate::json::{ApiError, RawJson, Secret};
 use crate::keepalive::{Keepalive, KeepaliveAction};
+pub(crate) use crate::lag::Lag;
 use crate::lifecycle::{Lifecycle, State};
 use crate::logging::{telemetry, Direction, LogValue, Logger};
 use crate::metrics::{ConnectionMetric, MessageKind, QueueKind};
@@ -48,7 +49,6 @@ use crate::ratelimit::{OnLimit, Outgoing, RateLimitHandler, TokenBucket};
 use crate::reconfigure::{self, Reconfigured};
 use crate::reconnect::{Backoff, Strategy};
 use crate::rpc::Pending;
-pub(crate) use crate::subscription::Lag;
 use crate::subscription::{Registry, Route, SubscriptionEvent};
 use crate::transport::{Connector, Link};
 
@@ -159,8 +159,8 @@ pub(crate) type EventParts = (mpsc::Sender<Event>, Lag, Option<inbox::Evictor<Ev
 /// What became of a data event.
 enum Delivery {
     Delivered,
-    /// Dropped by the overflow policy (counted, announced later).
-    Dropped,
+    /// This many dropped by the overflow policy (counted, announced before the next).
+    Dropped(u64),
     /// Full under `Block`: the caller waits for room.
     Full(Event),
     /// Full under `Disconnect`: counted; the caller replaces the link.
@@ -171,7 +171,8 @@ enum Delivery {
 struct EventSink {
     tx: mpsc::Sender<Event>,
     policy: OverflowPolicy,
-    /// Messages dropped under `DropNewest`, announced by the reader once drained.
+    /// Announcements owed (messages dropped), put in before the next event or taken by
+    /// the reader once drained.
     lag: Lag,
     gone: bool,
     /// While closing, lifecycle events wait at most this long for room: a consumer that
@@ -199,7 +200,16 @@ impl EventSink {
         self.send(event).await;
     }
 
+    /// Waits for room, for what the stream owes first, then for `event`.
     async fn send(&mut self, event: Event) {
+        let mut event = event;
+        while let Some(back) = self.send_one(event).await {
+            event = back;
+        }
+    }
+
+    /// Waits for room for one item: what is owed takes it first (`event` is given back).
+    async fn send_one(&mut self, event: Event) -> Option<Event> {
         let permit = match self.closing_wait {
             Some(wait) => tokio::time::timeout(wait, self.tx.reserve()).await,
             None => tokio::select! {
@@ -212,7 +222,7 @@ impl EventSink {
             },
         };
         match permit {
-            Ok(Ok(permit)) => permit.send(event),
+            Ok(Ok(permit)) => return inbox::put_one(permit, &self.lag, event),
             Ok(Err(_)) => self.gone = true,
             Err(_) => {
                 tracing::warn!(target: "websockex_nova", event = "dropped", "event stream full while closing; later events are dropped");
@@ -220,6 +230,7 @@ impl EventSink {
                 self.gone = true;
             }
         }
+        None
     }
 
     /// Data messages, without waiting, under the overflow policy.
@@ -229,29 +240,47 @@ impl EventSink {
         if self.gone {
             return Delivery::Delivered;
         }
-        match self.tx.try_send(event) {
-            Ok(()) => Delivery::Delivered,
-            Err(TrySendError::Full(event)) => match self.policy {
-                OverflowPolicy::Block => Delivery::Full(event),
-                OverflowPolicy::DropOldest => {
-                    self.lag.add();
-                    if self.evictor.as_ref().is_some_and(inbox::evict_oldest) {
-                        let _ = self.tx.try_send(event);
-                    }
-                    Delivery::Dropped
-                }
-                OverflowPolicy::Disconnect => {
-                    self.lag.add();
-                    Delivery::Overflow
-                }
-                _ => {
-                    self.lag.add();
-                    Delivery::Dropped
-                }
-            },
+        // Behind what the stream owes: a gap is announced before the next message.
+        let mut event = match inbox::try_put(&self.tx, &self.lag, event) {
+            Ok(()) => return Delivery::Delivered,
+            Err(TrySendError::Full(event)) => event,
             Err(TrySendError::Closed(_)) => {
                 self.gone = true;
-                Delivery::Delivered
+                return Delivery::Delivered;
+            }
+        };
+        match self.policy {
+            OverflowPolicy::Block => Delivery::Full(event),
+            OverflowPolicy::DropOldest => {
+                let Some(evictor) = self.evictor.as_ref() else {
+                    self.lag.add();
+                    return Delivery::Dropped(1);
+                };
+                // Each eviction makes room for one and announces itself in place.
+                let mut dropped = 0;
+                loop {
+                    if !inbox::evict_oldest(evictor) {
+                        self.lag.add();
+                        return Delivery::Dropped(dropped + 1);
+                    }
+                    dropped += 1;
+                    match inbox::try_put(&self.tx, &self.lag, event) {
+                        Ok(()) => return Delivery::Dropped(dropped),
+                        Err(TrySendError::Full(back)) => event = back,
+                        Err(TrySendError::Closed(_)) => {
+                            self.gone = true;
+                            return Delivery::Dropped(dropped);
+                        }
+                    }
+                }
+            }
+            OverflowPolicy::Disconnect => {
+                self.lag.add();
+                Delivery::Overflow
+            }
+            OverflowPolicy::DropNewest => {
+                self.lag.add();
+                Delivery::Dropped(1)
             }
         }
     }
@@ -281,7 +310,7 @@ impl EventSink {
         let active = !self.pressure;
         self.pressure = active;
         if !self.gone {
-            let _ = self.tx.try_send(Event::Backpressure { active, depth });
+            let _ = inbox::try_put(&self.tx, &self.lag, Event::Backpressure { active, depth });
         }
         (active, depth)
     }
@@ -364,11 +393,7 @@ enum Inbound {
     /// The event stream is full under `OverflowPolicy::Block`: wait for room.
     Blocked(Event),
     /// A subscription's stream is full under `OverflowPolicy::Block`: wait for room.
-    SubscriptionFull(
-        mpsc::Sender<SubscriptionEvent>,
-        SubscriptionEvent,
-        Option<Box<SubscriptionEvent>>,
-    ),
+    SubscriptionFull(mpsc::Sender<SubscriptionEvent>, Lag, SubscriptionEvent),
     /// A stream is full under `OverflowPolicy::Disconnect`: replace the link.
     Overflow(&'static str),
     /// An answer to the framework's own call.
@@ -1418,20 +1443,20 @@ impl Actor {
                     Classified::Notification { channel, data } => {
                         match self.registry.route(channel, data) {
                             Route::Delivered => Inbound::Done,
-                            Route::Dropped => {
-                                self.handlers.metrics.dropped(1);
+                            Route::Dropped(count) => {
+                                self.handlers.metrics.dropped(count);
                                 telemetry!(
                                     self.log,
                                     Message,
                                     DEBUG,
                                     "dropped",
-                                    count = 1u64,
+                                    count = count,
                                     stream = "subscription"
                                 );
                                 Inbound::Done
                             }
-                            Route::Full(tx, event, then) => {
-                                Inbound::SubscriptionFull(tx, event, then)
+                            Route::Full(tx, lag, event) => {
+                                Inbound::SubscriptionFull(tx, lag, event)
                             }
                             Route::Overflow => {
                                 self.handlers.metrics.dropped(1);
@@ -1514,14 +1539,14 @@ impl Actor {
                 self.handlers.metrics.dropped(1);
                 Inbound::Overflow("the event stream")
             }
-            Delivery::Dropped => {
-                self.handlers.metrics.dropped(1);
+            Delivery::Dropped(count) => {
+                self.handlers.metrics.dropped(count);
                 telemetry!(
                     self.log,
                     Message,
                     DEBUG,
                     "dropped",
-                    count = 1u64,
+                    count = count,
                     stream = "events"
                 );
                 Inbound::Done
@@ -1597,15 +1622,10 @@ impl Actor {
                     return self.pump(link).await.err().map(LinkEnd::Lost);
                 }
                 Inbound::Blocked(event) => return self.deliver_blocking(link, pings, event).await,
-                Inbound::SubscriptionFull(tx, event, then) => {
-                    if let Some(end) = self
-                        .subscription_blocking(link, pings, tx.clone(), event)
-                        .await
-                    {
-                        return Some(end);
-                    }
-                    let then = then?;
-                    return self.subscription_blocking(link, pings, tx, *then).await;
+                Inbound::SubscriptionFull(tx, lag, event) => {
+                    return self
+                        .subscription_blocking(link, pings, tx, lag, event)
+                        .await;
                 }
                 Inbound::Overflow(stream) => {
                     return Some(LinkEnd::Lost(
@@ -1822,8 +1842,7 @@ impl Actor {
                     channels = g.confirmed.len(),
                     refused = g.refused.len()
                 );
-                self.registry
-                    .announce(&g.confirmed, &SubscriptionEvent::Resubscribed);
+                self.registry.announce(&g.confirmed);
                 self.events
                     .emit(Event::Resubscribed {
                         channels: g.confirmed.len(),
@@ -1862,7 +1881,7 @@ impl Actor {
         &mut self,
         link: &mut Link,
         pings: &mut Vec<PendingPing>,
-        event: Event,
+        mut event: Event,
     ) -> Option<LinkEnd> {
         let tx = self.events.tx.clone();
         let give_up = self.block_deadline();
@@ -1871,10 +1890,16 @@ impl Actor {
                 biased;
                 permit = tx.reserve() => {
                     match permit {
-                        Ok(permit) => permit.send(event),
-                        Err(_) => self.events.gone = true,
+                        // What the stream owes goes first (then wait again).
+                        Ok(permit) => match inbox::put_one(permit, &self.events.lag, event) {
+                            None => return None,
+                            Some(back) => event = back,
+                        },
+                        Err(_) => {
+                            self.events.gone = true;
+                            return None;
+                        }
                     }
-                    return None;
                 }
                 cmd = self.commands.recv() => {
                     if let Some(end) = self.on_command(link, pings, cmd).await {
@@ -1913,18 +1938,21 @@ impl Actor {
         link: &mut Link,
         pings: &mut Vec<PendingPing>,
         tx: mpsc::Sender<SubscriptionEvent>,
+        lag: Lag,
         event: SubscriptionEvent,
     ) -> Option<LinkEnd> {
         let give_up = self.block_deadline();
+        let mut event = event;
         loop {
             tokio::select! {
                 biased;
                 permit = tx.reserve() => {
                     match permit {
-                        Ok(permit) => {
-                            permit.send(event);
-                            return None;
-                        }
+                        // What the stream owes goes first (then wait again).
+                        Ok(permit) => match inbox::put_one(permit, &lag, event) {
+                            None => return None,
+                            Some(back) => event = back,
+                        },
                         // The user dropped the subscription meanwhile: unsubscribe.
                         Err(_) => {
                             let _ = pings;
@@ -1940,9 +1968,7 @@ impl Actor {
                     }
                 }
                 () = tokio::time::sleep_until(give_up) => {
-                    if let Some(lagged) = self.registry.lag_of(&tx) {
-                        lagged.add();
-                    }
+                    lag.add();
                     self.handlers.metrics.dropped(1);
                     return Some(self.slow_consumer("a subscription's stream"));
                 }

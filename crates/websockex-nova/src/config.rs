@@ -42,11 +42,13 @@ pub enum OverflowPolicy {
     Block,
     /// Drop the newest message, count it, and announce the count with
     /// [`Event::Lagged`](crate::Event::Lagged) (on a subscription's stream:
-    /// [`SubscriptionEvent::Lagged`](crate::SubscriptionEvent::Lagged)) as soon as there is
-    /// room. Lifecycle events are never dropped.
+    /// [`SubscriptionEvent::Lagged`](crate::SubscriptionEvent::Lagged)) where the gap is:
+    /// before the next message the reader gets, or as soon as the reader has drained the
+    /// stream. Lifecycle events are never dropped.
     DropNewest,
     /// Drop the oldest message waiting in the stream to make room for the newest (the
-    /// latest data wins), count it and announce the count as with `DropNewest`. Lifecycle
+    /// latest data wins), count it and announce it in its place (a `Lagged` where the dropped
+    /// message was, merged with the one before it if nothing came between). Lifecycle
     /// events are never dropped. Choose it when building the client: its streams are made
     /// for eviction (the reader takes an uncontended lock per item), so a live change into or
     /// out of it is refused.

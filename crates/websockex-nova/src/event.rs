@@ -81,7 +81,8 @@ pub enum Event {
         /// The channels.
         channels: Vec<String>,
     },
-    /// Messages were dropped by the overflow policy since the last announcement.
+    /// Messages were dropped by the overflow policy, here: between the message before
+    /// this announcement and the one after it.
     Lagged {
         /// How many.
         dropped: u64,
@@ -161,7 +162,8 @@ impl Events {
         }
     }
 
-    /// Queued events first; once drained, the messages the overflow policy dropped.
+    /// Queued events first (announcements of drops among them, in place); once drained,
+    /// the drops not yet announced.
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(event)) => Poll::Ready(Some(event)),

@@ -74,6 +74,7 @@ mod inbox;
 pub mod json;
 pub mod jsonrpc;
 pub mod keepalive;
+mod lag;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;

@@ -3,11 +3,10 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 
 use crate::config::OverflowPolicy;
 
@@ -26,7 +25,9 @@ pub enum SubscriptionEvent {
         /// The payload (a slice of the frame; decode it with [`RawJson::decode`]).
         data: RawJson,
     },
-    /// This many notifications were dropped because the stream was full.
+    /// This many notifications were dropped because the stream was full, here: between
+    /// the notification before this announcement and the one after it (so a sequenced
+    /// feed knows its gap at the gap).
     Lagged {
         /// How many.
         dropped: u64,
@@ -68,7 +69,8 @@ impl Subscription {
         std::future::poll_fn(|cx| self.poll_event(cx)).await
     }
 
-    /// Queued notifications first; once the queue is drained, the drops it caused.
+    /// Queued items first (announcements of drops among them, in place); once the queue
+    /// is drained, the drops not yet announced.
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<SubscriptionEvent>> {
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(event)) => Poll::Ready(Some(event)),
@@ -101,37 +103,7 @@ impl futures_util::Stream for Subscription {
     }
 }
 
-/// Drops counted by the connection, announced by the reader when its queue is drained (so
-/// an announcement never waits for the next notification).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Lag(Arc<LagState>);
-
-#[derive(Debug, Default)]
-pub(crate) struct LagState {
-    dropped: AtomicU64,
-    /// A `Resubscribed` marker found the stream full: it goes in before the next
-    /// notification (never dropped, never overtaken).
-    marker: std::sync::atomic::AtomicBool,
-}
-
-impl Lag {
-    pub(crate) fn add(&self) {
-        self.0.dropped.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn take(&self) -> u64 {
-        self.0.dropped.swap(0, Ordering::Relaxed)
-    }
-
-    fn set_marker(&self, pending: bool) {
-        self.0.marker.store(pending, Ordering::Relaxed);
-    }
-
-    #[inline]
-    fn marker_pending(&self) -> bool {
-        self.0.marker.load(Ordering::Relaxed)
-    }
-}
+pub(crate) use crate::lag::Lag;
 
 /// One desired channel.
 #[derive(Debug)]
@@ -149,15 +121,12 @@ pub(crate) struct Entry {
 #[derive(Debug)]
 pub(crate) enum Route {
     Delivered,
-    /// The subscription's stream is full: counted, announced later.
-    Dropped,
-    /// The stream is full and the policy is to wait: the caller waits for room, for one
-    /// event then maybe a second (a pending `Resubscribed` marker, then the notification).
-    Full(
-        mpsc::Sender<SubscriptionEvent>,
-        SubscriptionEvent,
-        Option<Box<SubscriptionEvent>>,
-    ),
+    /// The subscription's stream was full: this many messages dropped, counted and
+    /// announced (before the next notification).
+    Dropped(u64),
+    /// The stream is full and the policy is to wait: the caller waits for room, for what
+    /// the stream owes (its [`Lag`]) and then the notification.
+    Full(mpsc::Sender<SubscriptionEvent>, Lag, SubscriptionEvent),
     /// The stream is full and the policy is to replace the link (the message is counted).
     Overflow,
     /// The user dropped the subscription: unsubscribe.
@@ -230,113 +199,70 @@ impl Registry {
         v
     }
 
-    /// Sends a marker to every stream of `channels` (deduplicated per stream).
-    pub(crate) fn announce(&mut self, channels: &[String], event: &SubscriptionEvent) {
+    /// Sends a `Resubscribed` marker to every stream of `channels` (deduplicated per
+    /// stream), behind what the stream already owes; a full stream owes it.
+    pub(crate) fn announce(&mut self, channels: &[String]) {
         let mut seen: Vec<&mpsc::Sender<SubscriptionEvent>> = Vec::new();
         for c in channels {
             if let Some(e) = self.entries.get(c) {
                 // Several channels may share one stream; tell it once.
                 if !seen.iter().any(|s| s.same_channel(&e.tx)) {
                     seen.push(&e.tx);
-                    if let Err(mpsc::error::TrySendError::Full(_)) = e.tx.try_send(event.clone()) {
-                        // Full: the marker waits for the stream's next notification.
-                        e.lagged.set_marker(true);
-                    }
+                    e.lagged.owe_marker();
+                    // In now if there is room, else before the next notification.
+                    crate::inbox::flush_owed(&e.tx, &e.lagged);
                 }
             }
         }
     }
 
-    /// Routes one notification.
+    /// Routes one notification, behind what its stream owes (a gap is announced before
+    /// the next notification).
+    #[inline]
     pub(crate) fn route(&mut self, channel: TextSlice, data: RawJson) -> Route {
         let Some(entry) = self.entries.get_mut(channel.as_str()) else {
             return Route::Unknown;
         };
-        use mpsc::error::TrySendError;
-        if entry.lagged.marker_pending() {
-            let marker = SubscriptionEvent::Resubscribed;
-            match entry.tx.try_send(marker) {
-                Ok(()) => entry.lagged.set_marker(false),
-                Err(TrySendError::Closed(_)) => return Route::Gone,
-                Err(TrySendError::Full(marker)) => {
-                    let event = SubscriptionEvent::Notification { channel, data };
-                    match self.policy {
-                        OverflowPolicy::Block => {
-                            entry.lagged.set_marker(false);
-                            return Route::Full(entry.tx.clone(), marker, Some(Box::new(event)));
-                        }
-                        OverflowPolicy::DropOldest
-                            if entry
-                                .evictor
-                                .as_ref()
-                                .is_some_and(crate::inbox::evict_oldest) =>
-                        {
-                            entry.lagged.add();
-                            entry.lagged.set_marker(false);
-                            let _ = entry.tx.try_send(marker);
-                            // Then this notification, under the policy.
-                            if entry
-                                .evictor
-                                .as_ref()
-                                .is_some_and(crate::inbox::evict_oldest)
-                            {
-                                entry.lagged.add();
-                                let _ = entry.tx.try_send(event);
-                            } else {
-                                entry.lagged.add();
-                            }
-                            return Route::Dropped;
-                        }
-                        OverflowPolicy::Disconnect => {
-                            entry.lagged.add();
-                            return Route::Overflow;
-                        }
-                        _ => {
-                            entry.lagged.add();
-                            return Route::Dropped;
-                        }
+        let event = SubscriptionEvent::Notification { channel, data };
+        let event = match crate::inbox::try_put(&entry.tx, &entry.lagged, event) {
+            Ok(()) => return Route::Delivered,
+            Err(TrySendError::Closed(_)) => return Route::Gone,
+            Err(TrySendError::Full(event)) => event,
+        };
+        match self.policy {
+            OverflowPolicy::Block => Route::Full(entry.tx.clone(), entry.lagged.clone(), event),
+            OverflowPolicy::DropOldest => {
+                let Some(evictor) = entry.evictor.as_ref() else {
+                    entry.lagged.add();
+                    return Route::Dropped(1);
+                };
+                // Each eviction makes room for one (and announces itself in place); what
+                // is owed may take it first.
+                let mut event = event;
+                let mut dropped = 0;
+                loop {
+                    if !crate::inbox::evict_oldest(evictor) {
+                        // Nothing but lifecycle items queued: the newest goes.
+                        entry.lagged.add();
+                        return Route::Dropped(dropped + 1);
+                    }
+                    dropped += 1;
+                    match crate::inbox::try_put(&entry.tx, &entry.lagged, event) {
+                        Ok(()) => return Route::Dropped(dropped),
+                        Err(TrySendError::Closed(_)) => return Route::Gone,
+                        Err(TrySendError::Full(back)) => event = back,
                     }
                 }
             }
+            OverflowPolicy::Disconnect => {
+                entry.lagged.add();
+                Route::Overflow
+            }
+            OverflowPolicy::DropNewest => {
+                entry.lagged.add();
+                Route::Dropped(1)
+            }
         }
-        match entry
-            .tx
-            .try_send(SubscriptionEvent::Notification { channel, data })
-        {
-            Ok(()) => Route::Delivered,
-            Err(TrySendError::Full(event)) => match self.policy {
-                OverflowPolicy::Block => Route::Full(entry.tx.clone(), event, None),
-                OverflowPolicy::DropOldest => {
-                    entry.lagged.add();
-                    let evicted = entry
-                        .evictor
-                        .as_ref()
-                        .is_some_and(crate::inbox::evict_oldest);
-                    // Room made: the newest goes in (else it is the one dropped).
-                    if evicted {
-                        let _ = entry.tx.try_send(event);
-                    }
-                    Route::Dropped
-                }
-                OverflowPolicy::Disconnect => {
-                    entry.lagged.add();
-                    Route::Overflow
-                }
-                _ => {
-                    entry.lagged.add();
-                    Route::Dropped
-                }
-            },
-            Err(TrySendError::Closed(_)) => Route::Gone,
-        }
-    }
-
-    /// The drop counter of the stream `tx` feeds.
-    pub(crate) fn lag_of(&self, tx: &mpsc::Sender<SubscriptionEvent>) -> Option<Lag> {
-        self.entries
-            .values()
-            .find(|e| e.tx.same_channel(tx))
-            .map(|e| e.lagged.clone())
     }
 
     /// Channels whose stream was dropped by the user.
