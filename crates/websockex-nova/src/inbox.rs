@@ -116,18 +116,18 @@ pub(crate) fn put_one<T: StreamItem>(permit: mpsc::Permit<'_, T>, lag: &Lag, ite
 pub(crate) fn try_put<T: StreamItem>(
     tx: &mpsc::Sender<T>,
     lag: &Lag,
-    mut item: T,
+    item: T,
 ) -> Result<(), TrySendError<T>> {
-    loop {
-        match tx.try_reserve() {
-            Ok(permit) => match put_one(permit, lag, item) {
-                None => return Ok(()),
-                Some(back) => item = back,
-            },
-            Err(TrySendError::Full(())) => return Err(TrySendError::Full(item)),
-            Err(TrySendError::Closed(())) => return Err(TrySendError::Closed(item)),
+    // One load on the way of every message; the owed path is out of line.
+    if lag.owes() {
+        if let Err(e) = flush_owed(tx, lag) {
+            return Err(match e {
+                TrySendError::Full(()) => TrySendError::Full(item),
+                TrySendError::Closed(()) => TrySendError::Closed(item),
+            });
         }
     }
+    tx.try_send(item)
 }
 
 #[derive(Debug)]
@@ -195,16 +195,21 @@ impl<T> Rx<T> {
     }
 }
 
-/// Puts what `lag` owes while there is room.
-pub(crate) fn flush_owed<T: StreamItem>(tx: &mpsc::Sender<T>, lag: &Lag) {
+/// Puts what `lag` owes while there is room; `Err` if some is still owed (the stream is
+/// full or closed).
+#[cold]
+#[inline(never)]
+pub(crate) fn flush_owed<T: StreamItem>(
+    tx: &mpsc::Sender<T>,
+    lag: &Lag,
+) -> Result<(), TrySendError<()>> {
     while lag.owes() {
-        let Ok(permit) = tx.try_reserve() else {
-            return;
-        };
+        let permit = tx.try_reserve()?;
         if let Some(announcement) = lag.take_owed().and_then(T::announcement) {
             permit.send(announcement);
         }
     }
+    Ok(())
 }
 
 /// Drops the oldest data item of a full stream and announces the drop in its place;

@@ -210,7 +210,7 @@ impl Registry {
                     seen.push(&e.tx);
                     e.lagged.owe_marker();
                     // In now if there is room, else before the next notification.
-                    crate::inbox::flush_owed(&e.tx, &e.lagged);
+                    let _ = crate::inbox::flush_owed(&e.tx, &e.lagged);
                 }
             }
         }
