@@ -79,6 +79,21 @@ pub(crate) async fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A usage error, so it is reported before connecting: nothing goes on the wire, and
+    // the answer does not wait for the venue (or for ever, if it cannot be reached).
+    let call_params = match &args.action {
+        Action::Call {
+            params: Some(params),
+            ..
+        } => match serde_json::from_str::<serde_json::Value>(params) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                eprintln!("nova: params are not JSON: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     let (metrics, collectors) = crate::telemetry::collector("deribit");
     let (builder, timing) = config.builder_with_timing();
     let (deribit, mut events) = match builder.metrics(collectors).connect().await {
@@ -98,15 +113,8 @@ pub(crate) async fn run(args: Args) -> ExitCode {
         }
     });
     match args.action {
-        Action::Call { method, params } => {
-            let params: serde_json::Value = match params.as_deref().map(serde_json::from_str) {
-                None => serde_json::json!({}),
-                Some(Ok(v)) => v,
-                Some(Err(e)) => {
-                    eprintln!("nova: params are not JSON: {e}");
-                    return ExitCode::from(2);
-                }
-            };
+        Action::Call { method, .. } => {
+            let params = call_params.unwrap_or_else(|| serde_json::json!({}));
             let outcome = deribit.client().request(&method, &params).await;
             let _ = deribit.client().close().await;
             match outcome {

@@ -41,6 +41,10 @@ pub enum ErrorKind {
     },
     /// The HTTP upgrade failed for another reason (bad accept key, garbled response, …).
     Upgrade,
+    /// The server accepted the upgrade with a subprotocol the client did not offer
+    /// (RFC 6455 §4.1: the client fails the connection). Permanent: the server answers the
+    /// same offer the same way.
+    SubprotocolNotOffered,
     /// An operation did not finish in time.
     Timeout(TimeoutKind),
     /// The server violated the WebSocket protocol (bad opcode, bad close code, masked frame, …).
@@ -129,6 +133,7 @@ impl ErrorKind {
             ErrorKind::Tls => "Tls",
             ErrorKind::UpgradeRejected { .. } => "UpgradeRejected",
             ErrorKind::Upgrade => "Upgrade",
+            ErrorKind::SubprotocolNotOffered => "SubprotocolNotOffered",
             ErrorKind::Timeout(_) => "Timeout",
             ErrorKind::Protocol => "Protocol",
             ErrorKind::InvalidUtf8 => "InvalidUtf8",
@@ -338,6 +343,7 @@ impl Error {
             }
             ErrorKind::Config
             | ErrorKind::Tls
+            | ErrorKind::SubprotocolNotOffered
             | ErrorKind::Closed
             | ErrorKind::RetriesExhausted { .. }
             | ErrorKind::RestartLimit { .. }
@@ -372,6 +378,9 @@ impl fmt::Display for Error {
                 write!(f, "server refused the WebSocket upgrade with HTTP {status}")?
             }
             ErrorKind::Upgrade => f.write_str("WebSocket upgrade failed")?,
+            ErrorKind::SubprotocolNotOffered => {
+                f.write_str("server chose a subprotocol that was not offered")?
+            }
             ErrorKind::Timeout(kind) => write!(f, "{kind:?} timed out")?,
             ErrorKind::Protocol => f.write_str("server violated the WebSocket protocol")?,
             ErrorKind::InvalidUtf8 => {

@@ -37,7 +37,7 @@ impl Lag {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Takes the drops not yet announced (the reader's, once its queue is drained).
+    /// Takes the drops not yet announced (the event stream's reader, once drained).
     pub(crate) fn take(&self) -> u64 {
         self.0.fetch_and(MARKER, Ordering::Relaxed) & !MARKER
     }

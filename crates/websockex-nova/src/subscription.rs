@@ -69,14 +69,17 @@ impl Subscription {
         std::future::poll_fn(|cx| self.poll_event(cx)).await
     }
 
-    /// Queued items first (announcements of drops among them, in place); once the queue
-    /// is drained, the drops not yet announced.
+    /// Queued items first (announcements among them, in place); once the queue is
+    /// drained, what is still owed (nothing newer is queued behind it: the connection puts
+    /// what is owed before anything new).
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<SubscriptionEvent>> {
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(event)) => Poll::Ready(Some(event)),
-            other => match self.lagged.take() {
-                0 => other,
-                dropped => Poll::Ready(Some(SubscriptionEvent::Lagged { dropped })),
+            other => match self.lagged.take_owed() {
+                None => other,
+                Some(owed) => {
+                    Poll::Ready(<SubscriptionEvent as crate::inbox::StreamItem>::announcement(owed))
+                }
             },
         }
     }

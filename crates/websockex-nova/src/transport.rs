@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use http::header::SEC_WEBSOCKET_PROTOCOL;
-use http::{HeaderValue, Uri};
+use http::{HeaderMap, HeaderValue, Uri};
 use tokio::net::TcpStream;
 use tokio_websockets::{ClientBuilder, MaybeTlsStream, WebSocketStream};
 
@@ -28,6 +28,8 @@ pub(crate) struct Connector {
     port: u16,
     tls: Option<tokio_websockets::Connector>,
     builder: ClientBuilder<'static>,
+    /// The subprotocols offered; the server's choice must be one of them.
+    offered: Vec<String>,
     connect_timeout: Duration,
     upgrade_timeout: Duration,
     max_message: usize,
@@ -71,6 +73,7 @@ impl Connector {
             port,
             tls,
             builder,
+            offered: cfg.subprotocols.clone(),
             connect_timeout: cfg.connect_timeout,
             upgrade_timeout: cfg.upgrade_timeout,
             max_message: cfg.max_message_size,
@@ -121,16 +124,42 @@ impl Connector {
                 .map_err(|e| {
                     error::from_ws(e, self.max_message).with_context(self.uri.to_string())
                 })?;
-        let subprotocol = response
-            .headers()
-            .get(SEC_WEBSOCKET_PROTOCOL)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        // The link is dropped unused on a bad choice: the handshake is not complete, so
+        // there is no close handshake to run (RFC 6455 §4.1, §7.1.7).
+        let subprotocol = chosen_subprotocol(&self.offered, response.headers()).map_err(|why| {
+            Error::new(ErrorKind::SubprotocolNotOffered)
+                .with_context(format!("{}: {why}", self.uri))
+        })?;
         Ok(Link {
             ws: Box::new(ws),
             subprotocol,
             max_message: self.max_message,
         })
+    }
+}
+
+/// The subprotocol the server chose, checked against the offer. RFC 6455 §4.1: the client
+/// fails the connection when the server's `Sec-WebSocket-Protocol` is not one of the values
+/// it offered (which includes any value when it offered none). The value must be one
+/// subprotocol, compared exactly. (tokio-websockets keeps only the last of repeated headers.)
+fn chosen_subprotocol(offered: &[String], headers: &HeaderMap) -> Result<Option<String>, String> {
+    let Some(value) = headers.get(SEC_WEBSOCKET_PROTOCOL) else {
+        return Ok(None);
+    };
+    let Ok(chosen) = value.to_str().map(str::trim) else {
+        return Err("the server's Sec-WebSocket-Protocol is not visible ASCII".to_owned());
+    };
+    if offered.iter().any(|p| p == chosen) {
+        Ok(Some(chosen.to_owned()))
+    } else if offered.is_empty() {
+        Err(format!(
+            "the server chose subprotocol {chosen:?}, but none was offered"
+        ))
+    } else {
+        Err(format!(
+            "the server chose subprotocol {chosen:?}, which was not offered ({})",
+            offered.join(", ")
+        ))
     }
 }
 

@@ -317,3 +317,39 @@ async fn a_resubscribed_marker_is_never_lost_to_a_full_stream() {
     assert_eq!(seen, ["0", "1", "2", "3", "resubscribed", "4", "5"]);
     client.close().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_owed_marker_does_not_wait_for_the_next_notification() {
+    let rpc = RpcServer::builder().build();
+    let server = serve(&rpc).await;
+    let (client, mut events) = client(&server, JsonRpcConfig::default())
+        .subscription_capacity(4)
+        .overflow_policy(OverflowPolicy::DropNewest)
+        .connect()
+        .await
+        .unwrap();
+    let mut sub = client.subscribe(["chan.x"]).await.unwrap();
+    for i in 0..6 {
+        rpc.notify("chan.x", json!(i));
+    }
+    tokio::time::sleep(ms(50)).await; // full, and two dropped
+    server.drop_connections();
+    loop {
+        if let Event::Resubscribed { .. } = next_significant(&mut events).await {
+            break;
+        }
+    }
+    // Nothing more is published: the reader drains the stream and still learns of both.
+    let mut seen = Vec::new();
+    while seen.len() < 6 {
+        let event = tokio::time::timeout(secs(30), sub.next()).await;
+        seen.push(match event.expect("within the wait").unwrap() {
+            SubscriptionEvent::Notification { data, .. } => data.as_str().to_owned(),
+            SubscriptionEvent::Lagged { dropped } => format!("lagged {dropped}"),
+            SubscriptionEvent::Resubscribed => "resubscribed".to_owned(),
+            other => panic!("{other:?}"),
+        });
+    }
+    assert_eq!(seen, ["0", "1", "2", "3", "lagged 2", "resubscribed"]);
+    client.close().await.unwrap();
+}
