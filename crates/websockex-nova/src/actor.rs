@@ -37,7 +37,7 @@ use crate::config::{ClientConfig, OfflinePolicy, OverflowPolicy};
 use crate::error::{Error, ErrorKind, TimeoutKind};
 use crate::event::Event;
 use crate::frame::{CloseCode, CloseFrame, Frame};
-use crate::inbox;
+use crate::inbox::{self, Offer};
 use crate::json::{ApiError, RawJson, Secret};
 use crate::keepalive::{Keepalive, KeepaliveAction};
 pub(crate) use crate::lag::Lag;
@@ -236,51 +236,23 @@ impl EventSink {
     /// Data messages, without waiting, under the overflow policy.
     #[inline]
     fn try_deliver(&mut self, event: Event) -> Delivery {
-        use mpsc::error::TrySendError;
         if self.gone {
             return Delivery::Delivered;
         }
-        // Behind what the stream owes: a gap is announced before the next message.
-        let mut event = match inbox::try_put(&self.tx, &self.lag, event) {
-            Ok(()) => return Delivery::Delivered,
-            Err(TrySendError::Full(event)) => event,
-            Err(TrySendError::Closed(_)) => {
+        match inbox::offer(
+            &self.tx,
+            &self.lag,
+            self.evictor.as_ref(),
+            self.policy,
+            event,
+        ) {
+            Offer::Put => Delivery::Delivered,
+            Offer::Dropped(n) => Delivery::Dropped(n),
+            Offer::Full(event) => Delivery::Full(event),
+            Offer::Overflow => Delivery::Overflow,
+            Offer::Closed => {
                 self.gone = true;
-                return Delivery::Delivered;
-            }
-        };
-        match self.policy {
-            OverflowPolicy::Block => Delivery::Full(event),
-            OverflowPolicy::DropOldest => {
-                let Some(evictor) = self.evictor.as_ref() else {
-                    self.lag.add();
-                    return Delivery::Dropped(1);
-                };
-                // Each eviction makes room for one and announces itself in place.
-                let mut dropped = 0;
-                loop {
-                    if !inbox::evict_oldest(evictor) {
-                        self.lag.add();
-                        return Delivery::Dropped(dropped + 1);
-                    }
-                    dropped += 1;
-                    match inbox::try_put(&self.tx, &self.lag, event) {
-                        Ok(()) => return Delivery::Dropped(dropped),
-                        Err(TrySendError::Full(back)) => event = back,
-                        Err(TrySendError::Closed(_)) => {
-                            self.gone = true;
-                            return Delivery::Dropped(dropped);
-                        }
-                    }
-                }
-            }
-            OverflowPolicy::Disconnect => {
-                self.lag.add();
-                Delivery::Overflow
-            }
-            OverflowPolicy::DropNewest => {
-                self.lag.add();
-                Delivery::Dropped(1)
+                Delivery::Delivered
             }
         }
     }

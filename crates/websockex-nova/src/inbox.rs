@@ -21,6 +21,7 @@ use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
+use crate::config::OverflowPolicy;
 use crate::event::Event;
 use crate::lag::{Lag, Owed};
 use crate::subscription::SubscriptionEvent;
@@ -128,6 +129,79 @@ pub(crate) fn try_put<T: StreamItem>(
         }
     }
     tx.try_send(item)
+}
+
+/// What became of an item offered to a stream without waiting.
+#[derive(Debug)]
+pub(crate) enum Offer<T> {
+    /// In the stream.
+    Put,
+    /// The stream was full: this many dropped by the policy (counted here, announced where
+    /// the gap is; under `DropOldest` the offered item went in).
+    Dropped(u64),
+    /// Full under `Block`: the caller waits for room, for what is owed and then the item.
+    Full(T),
+    /// Full under `Disconnect`: the item is counted as dropped; the caller replaces the link.
+    Overflow,
+    /// The reader is gone.
+    Closed,
+}
+
+/// Offers `item` to a stream under `policy`, without waiting: behind what the stream owes
+/// (a gap is announced before the next message); when full, dropping the newest (counted,
+/// owed), evicting the oldest data (announced in its place), or handing the item back to
+/// wait or to replace the link.
+#[inline]
+pub(crate) fn offer<T: StreamItem>(
+    tx: &mpsc::Sender<T>,
+    lag: &Lag,
+    evictor: Option<&Evictor<T>>,
+    policy: OverflowPolicy,
+    item: T,
+) -> Offer<T> {
+    let item = match try_put(tx, lag, item) {
+        Ok(()) => return Offer::Put,
+        Err(TrySendError::Full(item)) => item,
+        Err(TrySendError::Closed(_)) => return Offer::Closed,
+    };
+    match (policy, evictor) {
+        (OverflowPolicy::Block, _) => Offer::Full(item),
+        (OverflowPolicy::DropOldest, Some(evictor)) => evict_for(tx, lag, evictor, item),
+        (OverflowPolicy::Disconnect, _) => {
+            lag.add();
+            Offer::Overflow
+        }
+        // `DropNewest` (and a `DropOldest` stream that cannot evict, which is never built).
+        _ => {
+            lag.add();
+            Offer::Dropped(1)
+        }
+    }
+}
+
+/// `DropOldest` on a full stream: each eviction makes room for one (and announces itself
+/// in place); what is owed may take that room first.
+#[cold]
+fn evict_for<T: StreamItem>(
+    tx: &mpsc::Sender<T>,
+    lag: &Lag,
+    evictor: &Evictor<T>,
+    mut item: T,
+) -> Offer<T> {
+    let mut dropped = 0;
+    loop {
+        if !evict_oldest(evictor) {
+            // Nothing but lifecycle items queued: the newest goes.
+            lag.add();
+            return Offer::Dropped(dropped + 1);
+        }
+        dropped += 1;
+        match try_put(tx, lag, item) {
+            Ok(()) => return Offer::Dropped(dropped),
+            Err(TrySendError::Full(back)) => item = back,
+            Err(TrySendError::Closed(_)) => return Offer::Closed,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -330,5 +404,110 @@ mod tests {
             [Item::Lagged(1), Item::Resubscribed, Item::Data(7)]
         );
         assert!(!lag.owes());
+    }
+
+    /// The reader's side of a subscription stream: queued items, then what is owed.
+    fn read(rx: &mut Rx<Item>, lag: &Lag) -> Option<Item> {
+        rx.try_recv()
+            .or_else(|| lag.take_owed().and_then(Item::announcement))
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// The connection offers the next numbered message.
+        Offer,
+        /// The reader takes one item.
+        Read,
+        /// A reconnect restored the subscription: its marker.
+        Resubscribed,
+    }
+
+    proptest::proptest! {
+        /// Any interleaving of offers, reads and markers under either dropping policy: every
+        /// gap between two messages the reader gets is announced right there, with exactly
+        /// its size; every drop is counted once; no marker is lost or put on the wrong side
+        /// of a message.
+        #[test]
+        fn every_gap_is_announced_in_place_exactly(
+            capacity in 1usize..5,
+            oldest: bool,
+            ops in proptest::collection::vec(
+                proptest::prop_oneof![
+                    4 => proptest::strategy::Just(Op::Offer),
+                    3 => proptest::strategy::Just(Op::Read),
+                    1 => proptest::strategy::Just(Op::Resubscribed),
+                ],
+                0..300,
+            ),
+        ) {
+            let policy = if oldest { OverflowPolicy::DropOldest } else { OverflowPolicy::DropNewest };
+            let (tx, mut rx, evictor) = channel::<Item>(capacity, oldest);
+            let lag = Lag::default();
+            let (mut next, mut counted) = (0u32, 0u64);
+            let mut markers = Vec::new(); // the first message number after each marker
+            let mut seen = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Offer => {
+                        match offer(&tx, &lag, evictor.as_ref(), policy, Item::Data(next)) {
+                            Offer::Put => {}
+                            Offer::Dropped(n) => counted += n,
+                            other => panic!("{other:?}"),
+                        }
+                        next += 1;
+                    }
+                    Op::Read => seen.extend(read(&mut rx, &lag)),
+                    Op::Resubscribed => {
+                        markers.push(next);
+                        lag.owe_marker();
+                        let _ = flush_owed(&tx, &lag);
+                    }
+                }
+            }
+            seen.extend(std::iter::from_fn(|| read(&mut rx, &lag)));
+
+            let (mut expected, mut announced, mut total) = (0u32, 0u64, 0u64);
+            for item in &seen {
+                match item {
+                    Item::Data(m) => {
+                        proptest::prop_assert!(*m >= expected, "{m} after {expected}: {seen:?}");
+                        proptest::prop_assert_eq!(announced, u64::from(m - expected), "before {}: {:?}", m, seen);
+                        expected = m + 1;
+                        announced = 0;
+                    }
+                    Item::Lagged(n) => {
+                        announced += n;
+                        total += n;
+                    }
+                    Item::Resubscribed => {}
+                    Item::Mark(_) => unreachable!(),
+                }
+            }
+            proptest::prop_assert_eq!(announced, u64::from(next - expected), "after the last: {:?}", seen);
+            proptest::prop_assert_eq!(total, counted, "announced once each");
+            // Markers made with no message between them may go in as one; each must sit
+            // after every message before it and before every message after it.
+            for m in markers {
+                proptest::prop_assert!(
+                    marker_in_place(&seen, m),
+                    "marker before {} lost or misplaced: {:?}", m, seen
+                );
+            }
+        }
+    }
+
+    /// Some `Resubscribed` lies after every message numbered below `boundary` and before
+    /// every message numbered `boundary` or above.
+    fn marker_in_place(seen: &[Item], boundary: u32) -> bool {
+        let last_before = seen
+            .iter()
+            .rposition(|i| matches!(i, Item::Data(d) if *d < boundary));
+        let first_after = seen
+            .iter()
+            .position(|i| matches!(i, Item::Data(d) if *d >= boundary))
+            .unwrap_or(seen.len());
+        seen.iter().enumerate().any(|(k, i)| {
+            matches!(i, Item::Resubscribed) && last_before.is_none_or(|b| k > b) && k < first_after
+        })
     }
 }

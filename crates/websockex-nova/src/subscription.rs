@@ -6,9 +6,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 
 use crate::config::OverflowPolicy;
+use crate::inbox::Offer;
 
 use crate::client::Client;
 use crate::error::Error;
@@ -227,44 +227,13 @@ impl Registry {
             return Route::Unknown;
         };
         let event = SubscriptionEvent::Notification { channel, data };
-        let event = match crate::inbox::try_put(&entry.tx, &entry.lagged, event) {
-            Ok(()) => return Route::Delivered,
-            Err(TrySendError::Closed(_)) => return Route::Gone,
-            Err(TrySendError::Full(event)) => event,
-        };
-        match self.policy {
-            OverflowPolicy::Block => Route::Full(entry.tx.clone(), entry.lagged.clone(), event),
-            OverflowPolicy::DropOldest => {
-                let Some(evictor) = entry.evictor.as_ref() else {
-                    entry.lagged.add();
-                    return Route::Dropped(1);
-                };
-                // Each eviction makes room for one (and announces itself in place); what
-                // is owed may take it first.
-                let mut event = event;
-                let mut dropped = 0;
-                loop {
-                    if !crate::inbox::evict_oldest(evictor) {
-                        // Nothing but lifecycle items queued: the newest goes.
-                        entry.lagged.add();
-                        return Route::Dropped(dropped + 1);
-                    }
-                    dropped += 1;
-                    match crate::inbox::try_put(&entry.tx, &entry.lagged, event) {
-                        Ok(()) => return Route::Dropped(dropped),
-                        Err(TrySendError::Closed(_)) => return Route::Gone,
-                        Err(TrySendError::Full(back)) => event = back,
-                    }
-                }
-            }
-            OverflowPolicy::Disconnect => {
-                entry.lagged.add();
-                Route::Overflow
-            }
-            OverflowPolicy::DropNewest => {
-                entry.lagged.add();
-                Route::Dropped(1)
-            }
+        let evictor = entry.evictor.as_ref();
+        match crate::inbox::offer(&entry.tx, &entry.lagged, evictor, self.policy, event) {
+            Offer::Put => Route::Delivered,
+            Offer::Dropped(n) => Route::Dropped(n),
+            Offer::Full(event) => Route::Full(entry.tx.clone(), entry.lagged.clone(), event),
+            Offer::Overflow => Route::Overflow,
+            Offer::Closed => Route::Gone,
         }
     }
 
