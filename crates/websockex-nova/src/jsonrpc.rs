@@ -188,8 +188,9 @@ impl JsonRpcHandler {
 }
 
 /// The envelope, read leniently: one odd field (an escaped string, a malformed error
-/// object, a float timestamp, scalar params) must not turn a response into `Other`, which
-/// would leave its caller waiting for the timeout.
+/// object, a float timestamp, scalar params, a `channel` or `type` that is not a string)
+/// must not turn a response into `Other`, which would leave its caller waiting for the
+/// timeout.
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(default)]
@@ -228,6 +229,52 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
             }
         }
         d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+/// A string, or `None` for any other JSON value (skipped): a mistyped `channel` or `type`
+/// in `params` must not fail the envelope, which may be a response someone waits for.
+struct StrOrSkip<'a>(Option<Str<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for StrOrSkip<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = StrOrSkip<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(StrOrSkip(Some(Str(Cow::Borrowed(v)))))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(StrOrSkip(Some(Str(Cow::Owned(v.to_owned())))))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(StrOrSkip(None))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(StrOrSkip(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(StrOrSkip(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(StrOrSkip(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(StrOrSkip(None))
+            }
+            fn visit_seq<S: de::SeqAccess<'de>>(self, mut seq: S) -> Result<Self::Value, S::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(StrOrSkip(None))
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(StrOrSkip(None))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
     }
 }
 
@@ -336,9 +383,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for Params<'a> {
                 let mut p = Params::default();
                 while let Some(key) = map.next_key::<Str<'de>>()? {
                     match key.0.as_ref() {
-                        "channel" => p.channel = Some(map.next_value()?),
+                        "channel" => p.channel = map.next_value::<StrOrSkip<'de>>()?.0,
                         "data" => p.data = Some(map.next_value()?),
-                        "type" => p.kind = map.next_value::<Option<Str<'de>>>()?,
+                        "type" => p.kind = map.next_value::<StrOrSkip<'de>>()?.0,
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -575,6 +622,10 @@ mod tests {
             r#"{"id":4,"result":1,"usIn":1.5,"usOut":-2}"#,
             r#"{"id":4,"result":1,"params":7}"#,
             r#"{"id":4,"result":1,"params":"x"}"#,
+            // Found by fuzzing after F7 was fixed: a mistyped routing field in params.
+            r#"{"id":4,"result":1,"params":{"channel":false,"data":null}}"#,
+            r#"{"id":4,"result":1,"params":{"chann\u0065l":[1],"type":{"a":2}}}"#,
+            r#"{"id":4,"result":1,"params":{"type":7,"channel":{"x":[]}}}"#,
         ] {
             assert!(
                 matches!(
