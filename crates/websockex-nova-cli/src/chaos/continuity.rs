@@ -98,6 +98,17 @@ pub(super) enum Cover {
     Silent,
 }
 
+impl Cover {
+    /// Its key in the report's `gaps` counts.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Cover::Announced => "announced",
+            Cover::Venue => "venue",
+            Cover::Silent => "silent",
+        }
+    }
+}
+
 /// Sans-IO: the verdict on a gap.
 pub(super) fn cover(announced: bool, venue: bool) -> Cover {
     if venue {

@@ -90,12 +90,7 @@ pub(super) async fn inject(sh: &Shared, faults: &Faults, f: Fault) -> bool {
         Kind::RateLimit => {
             faults.exhaust_credits(Some(account));
             // The pools refill (one request in 50 ms): make the next request now.
-            let pending = Pending::sent(&sh.requests);
-            let result = sh.sides[i]
-                .client()
-                .request_with_timeout("public/get_time", &json!({}), REQUEST_TIMEOUT)
-                .await;
-            pending.resolve(&result);
+            one_request(sh, i).await;
             reconnected(sh, i, before).await
         }
         Kind::Heartbeat => {
@@ -159,16 +154,21 @@ pub(super) async fn inject(sh: &Shared, faults: &Faults, f: Fault) -> bool {
             let timeouts = lock(&sh.requests).timeout;
             let late = REQUEST_TIMEOUT + Duration::from_millis(50 + u64::from(f.param % 200));
             faults.delay_responses(Some(late));
-            let pending = Pending::sent(&sh.requests);
-            let result = sh.sides[i]
-                .client()
-                .request_with_timeout("public/get_time", &json!({}), REQUEST_TIMEOUT)
-                .await;
-            pending.resolve(&result);
+            one_request(sh, i).await;
             faults.delay_responses(None);
             lock(&sh.requests).timeout > timeouts
         }
     }
+}
+
+/// One `public/get_time` from client `i`, counted like the workers' requests.
+async fn one_request(sh: &Shared, i: usize) {
+    let pending = Pending::sent(&sh.requests);
+    let result = sh.sides[i]
+        .client()
+        .request_with_timeout("public/get_time", &json!({}), REQUEST_TIMEOUT)
+        .await;
+    pending.resolve(&result);
 }
 
 /// Switches every fault off.

@@ -12,7 +12,7 @@ use websockex_nova_deribit::{BookEvent, BookStream};
 
 use super::continuity::{cover, Chain, Check, Cover, Step};
 use super::setup::{book_interval, NAMES, STREAMS};
-use super::state::{lock, Shared};
+use super::state::{lock, Shared, StreamTally};
 
 /// Waits while the harness pauses this client's readers.
 async fn wait_unpaused(paused: &mut watch::Receiver<bool>) {
@@ -184,25 +184,14 @@ fn on_notification(sh: &Shared, s: usize, w: &mut Watch, v: &Value) -> bool {
             Step::Gap { after, got } => {
                 let venue = spec.check == Check::Book && sh.is_venue_gap(spec.channel, got);
                 let c = cover(w.announced, venue);
-                let name = match c {
-                    Cover::Announced => "announced",
-                    Cover::Venue => "venue",
-                    Cover::Silent => "silent",
-                };
-                *tally.gaps.entry(name).or_default() += 1;
-                if c == Cover::Venue {
-                    tally.venue_gaps += 1;
-                    sh.venue_gaps[spec.client].fetch_add(1, Ordering::SeqCst);
-                }
-                if c == Cover::Silent {
-                    tally.silent += 1;
-                    sh.violation(format!(
+                record_gap(sh, tally, spec.client, c, || {
+                    format!(
                         "{} ({}): silent loss between {after} and {got} (connects {})",
                         spec.channel,
                         NAMES[spec.client],
                         sh.sides[spec.client].client().status().connects
-                    ));
-                }
+                    )
+                });
                 w.settled();
                 if spec.check == Check::Book {
                     tally.consistent = false;
@@ -212,6 +201,29 @@ fn on_notification(sh: &Shared, s: usize, w: &mut Watch, v: &Value) -> bool {
         }
     }
     resync
+}
+
+/// Counts a gap under its cover; a venue gap is what `book_gap` waits for, a silent one is a
+/// violation (`what` says where).
+fn record_gap(
+    sh: &Shared,
+    tally: &mut StreamTally,
+    client: usize,
+    c: Cover,
+    what: impl FnOnce() -> String,
+) {
+    *tally.gaps.entry(c.name()).or_default() += 1;
+    match c {
+        Cover::Venue => {
+            tally.venue_gaps += 1;
+            sh.venue_gaps[client].fetch_add(1, Ordering::SeqCst);
+        }
+        Cover::Silent => {
+            tally.silent += 1;
+            sh.violation(what());
+        }
+        Cover::Announced => {}
+    }
 }
 
 /// Reads the typed book of `market`: its gaps must be announced or the venue's.
@@ -275,23 +287,12 @@ pub(super) async fn read_book(sh: Arc<Shared>, s: usize, mut book: BookStream) {
                     let venue = sh.is_venue_gap(spec.channel, got);
                     cover(w.announced, venue)
                 };
-                let name = match c {
-                    Cover::Announced => "announced",
-                    Cover::Venue => "venue",
-                    Cover::Silent => "silent",
-                };
-                *tally.gaps.entry(name).or_default() += 1;
-                if c == Cover::Venue {
-                    tally.venue_gaps += 1;
-                    sh.venue_gaps[i].fetch_add(1, Ordering::SeqCst);
-                }
-                if c == Cover::Silent {
-                    tally.silent += 1;
-                    sh.violation(format!(
+                record_gap(&sh, tally, i, c, || {
+                    format!(
                         "{} ({}): silent loss between {expected} and {got}",
                         spec.channel, NAMES[i]
-                    ));
-                }
+                    )
+                });
                 w.settled();
             }
             BookEvent::Reconnected => {
