@@ -56,15 +56,16 @@ pub(crate) async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let faults = sim.faults();
+    if args.maintenance {
+        faults.set_maintenance(true);
+    }
+    // The URL on stdout says "ready": whatever was asked for must hold before it.
     println!("{}", sim.url());
     eprintln!(
         "nova: Deribit simulator on {} (demo key: demo-key / demo-secret; Ctrl-C stops it)",
         sim.url()
     );
-    let faults = sim.faults();
-    if args.maintenance {
-        faults.set_maintenance(true);
-    }
     let mut drop_timer = args.drop_every.map(tokio::time::interval);
     let mut gap_timer = args.gap_every.map(tokio::time::interval);
     // The first tick of an interval is immediate; skip it.
