@@ -5,25 +5,12 @@ mod common;
 
 use std::process::Stdio;
 
-use common::{next_line, NOVA, WAIT};
+use common::{next_line, start_server, NOVA, WAIT};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 
 async fn serve(listen: &str) -> (Child, String) {
-    let mut child = Command::new(NOVA)
-        .args(["serve", "--listen", listen])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn nova serve");
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(WAIT, out.next_line())
-        .await
-        .expect("serve prints its URL")
-        .unwrap()
-        .unwrap();
-    (child, url)
+    start_server(&["serve", "--listen", listen], Stdio::null()).await
 }
 
 /// Reads JSON events from stderr until one has `event == name`.

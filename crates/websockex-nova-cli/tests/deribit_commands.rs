@@ -2,30 +2,22 @@
 //! JSON lines, `--count`, `--quiet`, a call's result, an API error on stderr with a nonzero
 //! exit.
 
+mod common;
+
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use common::{start_server, NOVA};
 use tokio::process::{Child, Command};
 
-const NOVA: &str = env!("CARGO_BIN_EXE_nova");
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn simulator() -> (Child, String) {
-    let mut child = Command::new(NOVA)
-        .args(["simulate", "deribit", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn the simulator");
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(WAIT, out.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    (child, url)
+    start_server(
+        &["simulate", "deribit", "--listen", "127.0.0.1:0"],
+        Stdio::null(),
+    )
+    .await
 }
 
 async fn nova(args: &[&str]) -> std::process::Output {

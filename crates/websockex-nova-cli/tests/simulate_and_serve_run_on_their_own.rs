@@ -8,28 +8,15 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{NOVA, WAIT};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use common::{start_server, NOVA, WAIT};
 use tokio::process::{Child, Command};
 use websockex_nova::{Client, Event, ReconnectPolicy};
 use websockex_nova_deribit::channels::Interval;
 use websockex_nova_deribit::{BookEvent, Credentials, DeribitClient, DeribitConfig, Endpoint};
 
-/// Starts `nova ARGS` and returns it with the URL it printed on stdout.
+/// Starts `nova ARGS` (stderr kept for the test to read) and checks the URL it printed.
 async fn start(args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(NOVA)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn nova");
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(WAIT, out.next_line())
-        .await
-        .expect("it prints its URL")
-        .unwrap()
-        .expect("stdout open");
+    let (child, url) = start_server(args, Stdio::piped()).await;
     assert!(url.starts_with("ws://127.0.0.1:"), "{url}");
     (child, url)
 }

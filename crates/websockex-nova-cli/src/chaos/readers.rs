@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::watch;
-use websockex_nova::{Event, Events, Subscription, SubscriptionEvent};
+use websockex_nova::{Error, Event, Events, Subscription, SubscriptionEvent};
 use websockex_nova_deribit::{BookEvent, BookStream};
 
 use super::continuity::{cover, Chain, Check, Cover, Step};
@@ -21,15 +21,23 @@ async fn wait_unpaused(paused: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Subscribes until it works, or the client is closed (`None`).
-async fn subscribe_again(sh: &Shared, i: usize, channel: &str) -> Option<Subscription> {
+/// Retries `subscribe` until it works, or the client is closed (`None`).
+async fn until_subscribed<T, F>(mut subscribe: impl FnMut() -> F) -> Option<T>
+where
+    F: std::future::Future<Output = Result<T, Error>>,
+{
     loop {
-        match sh.sides[i].client().subscribe([channel]).await {
+        match subscribe().await {
             Ok(sub) => return Some(sub),
             Err(e) if e.is_closed() => return None,
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
+}
+
+/// Subscribes to a raw channel again (see [`until_subscribed`]).
+async fn subscribe_again(sh: &Shared, i: usize, channel: &str) -> Option<Subscription> {
+    until_subscribed(|| sh.sides[i].client().subscribe([channel])).await
 }
 
 /// Per-stream state of the announcement rule.
@@ -249,19 +257,12 @@ pub(super) async fn read_book(sh: Arc<Shared>, s: usize, mut book: BookStream) {
                 return;
             }
             lock(&sh.streams)[s].by_hand += 1;
-            loop {
-                match sh.sides[i]
-                    .deribit
-                    .subscribe_book(&instrument, book_interval(spec.channel))
-                    .await
-                {
-                    Ok(b) => {
-                        book = b;
-                        break;
-                    }
-                    Err(e) if e.is_closed() => return,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
+            let interval = book_interval(spec.channel);
+            match until_subscribed(|| sh.sides[i].deribit.subscribe_book(&instrument, interval))
+                .await
+            {
+                Some(b) => book = b,
+                None => return,
             }
             w.announced = true;
             continue;

@@ -1,9 +1,11 @@
 //! Helpers shared by the CLI tests, which run the real `nova` binary.
 #![allow(dead_code)]
 
+use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufRead, Lines};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, Command};
 
 /// The binary under test.
 pub const NOVA: &str = env!("CARGO_BIN_EXE_nova");
@@ -18,4 +20,23 @@ pub async fn next_line<R: AsyncBufRead + Unpin>(lines: &mut Lines<R>) -> String 
         .expect("a line within the wait")
         .unwrap()
         .expect("stream still open")
+}
+
+/// Starts a `nova` server command (`serve`, `simulate deribit`), killed on drop, and returns
+/// it with the URL it prints on stdout once it listens.
+pub async fn start_server(args: &[&str], stderr: Stdio) -> (Child, String) {
+    let mut child = Command::new(NOVA)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn nova");
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(WAIT, out.next_line())
+        .await
+        .expect("it prints its URL")
+        .unwrap()
+        .expect("stdout open");
+    (child, url)
 }
